@@ -1,0 +1,1 @@
+"""Feature definitions: the API (definition.py) and one module per feature view."""

@@ -1,0 +1,196 @@
+"""Compiles a feature view into the Flink SQL of its tile pipeline.
+
+The streaming job and the replay job call the same ``compile_view``. Only the
+source binding (the DDL of the table named ``source_table``) and the runtime
+mode differ, so the tile query text is identical in both modes.
+
+This module builds text only; it imports no PyFlink, so the compiled SQL can
+be inspected and snapshot-tested anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from features.definition import AggKind, Aggregation, FeatureView
+from parity.config import IcebergConfig, KafkaConfig, RegistryConfig
+from parity.errors import DefinitionError
+from schemas import avro
+
+
+def quote(name: str) -> str:
+    """A Flink SQL identifier in backticks."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def literal(text: str) -> str:
+    """A Flink SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def interval(size: timedelta) -> str:
+    """``INTERVAL '7' DAY(1)`` style literal in the coarsest exact unit."""
+    seconds = int(size.total_seconds())
+    for unit, length in (("DAY", 86400), ("HOUR", 3600), ("MINUTE", 60), ("SECOND", 1)):
+        if seconds % length == 0:
+            count = seconds // length
+            # The leading field's precision must hold the digits (SQL defaults to 2).
+            return f"INTERVAL '{count}' {unit}({max(2, len(str(count)))})"
+    raise DefinitionError(f"duration {size} is not whole seconds")
+
+
+def _aggregate_sql(agg: Aggregation) -> str:
+    where = f" FILTER (WHERE {agg.where})" if agg.where else ""
+    if agg.kind is AggKind.COUNT:
+        return f"COUNT(*){where}"
+    assert agg.column is not None  # checked by Aggregation
+    column = f"CAST({quote(agg.column)} AS DOUBLE)"
+    if agg.kind is AggKind.SUM:
+        # A tile with no matching event sums to 0, never NULL, so tiles merge by plain addition.
+        return f"COALESCE(SUM({column}){where}, CAST(0 AS DOUBLE))"
+    return f"{agg.kind.name}({column}){where}"
+
+
+def tile_column_types(view: FeatureView) -> list[tuple[str, str]]:
+    """Columns of a tile row, after the entity key and the tile bounds."""
+    columns = [("events", "BIGINT NOT NULL")]
+    for agg in view.aggregations:
+        if agg.kind is AggKind.COUNT:
+            columns.append((agg.name, "BIGINT NOT NULL"))
+        elif agg.kind is AggKind.SUM:
+            columns.append((agg.name, "DOUBLE NOT NULL"))
+        else:
+            columns.append((agg.name, "DOUBLE"))
+    return columns
+
+
+@dataclass(frozen=True)
+class CompiledPipeline:
+    """The SQL of one view's tile pipeline, independent of where events come from.
+
+    Attributes:
+        source_table: the table the tile query reads; each mode binds it.
+        tile_query: one row per (entity, tile) with the partial aggregates;
+            ``tile_time`` is the row time, so tiles can be windowed again.
+        progress_query: one row per closed tile period over ``tiles_view``;
+            its newest ``tile_end`` is the view's completeness watermark.
+    """
+
+    view: FeatureView
+    source_table: str
+    tiles_view: str
+    tile_query: str
+    progress_query: str
+
+    def statements(self) -> list[str]:
+        """The view definitions to run after the source table exists."""
+        return [
+            f"CREATE TEMPORARY VIEW {quote(self.tiles_view)} AS\n{self.tile_query}",
+        ]
+
+
+def compile_view(view: FeatureView) -> CompiledPipeline:
+    """Compile a view's tile aggregation. The same text serves streaming and replay.
+
+    Raises:
+        DefinitionError: an aggregation names a field the source schema lacks.
+    """
+    schema = avro.latest(view.source.schema)
+    fields = avro.field_names(schema)
+    key = view.entity.join_key
+    for name in [key, view.source.event_time_field] + [a.column for a in view.aggregations if a.column]:
+        if name not in fields:
+            raise DefinitionError(
+                f"view {view.name!r} uses field {name!r}, which schemas/{schema.name}/v{schema.version}.avsc "
+                f"does not have; fields: {sorted(fields)}."
+            )
+    source_table = f"{view.qualified_name}_events"
+    tiles_view = f"{view.qualified_name}_tiles"
+    aggregates = ",\n".join(
+        ["  COUNT(*) AS events"] + [f"  {_aggregate_sql(a)} AS {quote(a.name)}" for a in view.aggregations]
+    )
+    tile_query = (
+        "SELECT\n"
+        f"  {quote(key)},\n"
+        "  CAST(window_start AS TIMESTAMP_LTZ(3)) AS tile_start,\n"
+        "  CAST(window_end AS TIMESTAMP_LTZ(3)) AS tile_end,\n"
+        "  window_time AS tile_time,\n"
+        # Epoch milliseconds for the Python sink; tiles are whole minutes, so minute arithmetic is exact.
+        "  CAST(TIMESTAMPDIFF(MINUTE, TIMESTAMP '1970-01-01 00:00:00', window_start) AS BIGINT) * 60000"
+        " AS tile_start_ms,\n"
+        f"{aggregates}\n"
+        f"FROM TABLE(TUMBLE(TABLE {quote(source_table)}, "
+        f"DESCRIPTOR({quote(view.source.event_time_field)}), {interval(view.tile)}))\n"
+        f"WHERE {quote(key)} IS NOT NULL AND CHAR_LENGTH({quote(key)}) > 0\n"
+        f"GROUP BY {quote(key)}, window_start, window_end, window_time"
+    )
+    progress_query = (
+        "SELECT\n"
+        "  CAST(window_start AS TIMESTAMP_LTZ(3)) AS tile_start,\n"
+        "  CAST(window_end AS TIMESTAMP_LTZ(3)) AS tile_end,\n"
+        "  CAST(TIMESTAMPDIFF(MINUTE, TIMESTAMP '1970-01-01 00:00:00', window_end) AS BIGINT) * 60000"
+        " AS tile_end_ms,\n"
+        "  COUNT(*) AS entities,\n"
+        "  SUM(events) AS events\n"
+        f"FROM TABLE(TUMBLE(TABLE {quote(tiles_view)}, DESCRIPTOR(tile_time), {interval(view.tile)}))\n"
+        "GROUP BY window_start, window_end"
+    )
+    return CompiledPipeline(view, source_table, tiles_view, tile_query, progress_query)
+
+
+def kafka_source_ddl(
+    pipeline: CompiledPipeline,
+    kafka: KafkaConfig,
+    registry: RegistryConfig,
+    *,
+    group_id: str,
+    bounded: bool,
+) -> str:
+    """Bind the source table to the view's Kafka topic (streaming, or up to the current end offsets).
+
+    The reader schema is the newest committed version; Flink resolves each
+    record's writer schema, fetched by id from the registry, to it.
+    """
+    view = pipeline.view
+    schema = avro.latest(view.source.schema)
+    columns = [f"  {quote(name)} {sql_type}" for name, sql_type in avro.flink_columns(schema)]
+    columns.append("  `kafka_partition` INT METADATA FROM 'partition' VIRTUAL")
+    columns.append("  `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL")
+    event_time = quote(view.source.event_time_field)
+    lag = interval(view.source.max_out_of_orderness)
+    columns.append(f"  WATERMARK FOR {event_time} AS {event_time} - {lag}")
+    options = {
+        "connector": "kafka",
+        "topic": view.source.topic,
+        "properties.bootstrap.servers": kafka.bootstrap_servers,
+        "properties.group.id": group_id,
+        "scan.startup.mode": "group-offsets",
+        "properties.auto.offset.reset": "earliest",
+        "format": "avro-confluent",
+        "avro-confluent.url": registry.url,
+        "avro-confluent.schema": schema.text,
+    }
+    if bounded:
+        options["scan.bounded.mode"] = "latest-offset"
+    body = ",\n".join(columns)
+    with_clause = ",\n".join(f"  {literal(k)} = {literal(v)}" for k, v in options.items())
+    return f"CREATE TEMPORARY TABLE {quote(pipeline.source_table)} (\n{body}\n) WITH (\n{with_clause}\n)"
+
+
+def iceberg_catalog_ddl(cfg: IcebergConfig) -> str:
+    """Register the shared JDBC Iceberg catalog under the same name pyiceberg uses."""
+    options = {
+        "type": "iceberg",
+        "catalog-impl": "org.apache.iceberg.jdbc.JdbcCatalog",
+        "uri": cfg.jdbc_uri(),
+        "warehouse": cfg.warehouse,
+        # V1 adds the iceberg_type column; pyiceberg reads and writes the same tables.
+        "jdbc.schema-version": "V1",
+    }
+    if cfg.catalog_user:
+        options["jdbc.user"] = cfg.catalog_user
+    if cfg.catalog_password:
+        options["jdbc.password"] = cfg.catalog_password.get_secret_value()
+    with_clause = ",\n".join(f"  {literal(k)} = {literal(v)}" for k, v in options.items())
+    return f"CREATE CATALOG {quote(cfg.catalog_name)} WITH (\n{with_clause}\n)"

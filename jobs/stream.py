@@ -1,0 +1,187 @@
+"""The streaming feature job: Kafka → tiles → Redis and Iceberg, from one compiled pipeline.
+
+Run locally (a Flink mini-cluster inside this process):
+
+    python -m jobs.stream --view user_stats
+
+or on the standalone cluster with ``parity job submit``, which hands this
+same file to ``flink run``.
+
+Protocol of one run:
+1. compile the view (jobs.compiler) and make sure its Iceberg tables exist;
+2. bind the source table to the Kafka topic (up to the current end offsets
+   with ``--bounded``);
+3. one statement set writes the same tile rows to Iceberg (committed on
+   checkpoints) and Redis (synchronous Python writes), plus the completeness
+   rows to both;
+4. wait for the job; on SIGTERM/SIGINT stop it with a savepoint, draining
+   open tiles when ``--drain`` was given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment
+
+from features.definition import FeatureView
+from features.registry import get_view
+from jobs.compiler import CompiledPipeline, compile_view, iceberg_catalog_ddl, kafka_source_ddl, quote
+from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RedisConfig, RegistryConfig
+from parity.errors import JobError
+from sinks import iceberg
+from sinks.flink_udf import redis_completeness_udf, redis_tiles_udf
+
+log = logging.getLogger("parity.job")
+
+
+def table_environment(view: FeatureView, flink: FlinkJobConfig, *, streaming: bool) -> TableEnvironment:
+    settings = EnvironmentSettings.in_streaming_mode() if streaming else EnvironmentSettings.in_batch_mode()
+    env = TableEnvironment.create(settings)
+    conf = env.get_config()
+    # Tiles align to UTC; TIMESTAMP_LTZ values are rendered in UTC too.
+    conf.set("table.local-time-zone", "UTC")
+    conf.set("parallelism.default", str(flink.parallelism))
+    conf.set("pipeline.name", f"parity-{view.qualified_name}{'' if streaming else '-replay'}")
+    conf.set("python.executable", sys.executable)
+    conf.set("python.client.executable", sys.executable)
+    conf.set("python.fn-execution.bundle.size", str(flink.python_bundle_size))
+    conf.set("python.fn-execution.bundle.time", str(flink.python_bundle_time_ms))
+    conf.set("python.fn-execution.arrow.batch.size", str(flink.python_bundle_size))
+    if streaming:
+        checkpoints = (flink.checkpoint_dir / view.qualified_name).resolve()
+        conf.set("execution.checkpointing.interval", f"{int(flink.checkpoint_interval_s * 1000)} ms")
+        conf.set("execution.checkpointing.dir", checkpoints.as_uri())
+        conf.set("execution.checkpointing.savepoint-dir", (checkpoints / "savepoints").as_uri())
+        conf.set("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+        conf.set("execution.checkpointing.mode", "EXACTLY_ONCE")
+    return env
+
+
+def bind_sinks(
+    env: TableEnvironment,
+    pipeline: CompiledPipeline,
+    iceberg_cfg: IcebergConfig,
+    redis_cfg: RedisConfig,
+) -> StatementSet:
+    """The four inserts that dual-write the same tile and progress rows."""
+    view = pipeline.view
+    iceberg.ensure_tables(iceberg_cfg, view)
+    env.execute_sql(iceberg_catalog_ddl(iceberg_cfg))
+    for statement in pipeline.statements():
+        env.execute_sql(statement)
+    progress_view = f"{view.qualified_name}_progress"
+    env.execute_sql(f"CREATE TEMPORARY VIEW {quote(progress_view)} AS\n{pipeline.progress_query}")
+    env.create_temporary_function("parity_redis_tiles", redis_tiles_udf(view.name, redis_cfg))
+    env.create_temporary_function("parity_redis_completeness", redis_completeness_udf(view.name, redis_cfg))
+    env.execute_sql("CREATE TEMPORARY TABLE `parity_redis_acks` (n BIGINT) WITH ('connector' = 'blackhole')")
+
+    key = quote(view.entity.join_key)
+    aggs = ", ".join(quote(a.name) for a in view.aggregations)
+    tiles = quote(pipeline.tiles_view)
+    statements = env.create_statement_set()
+    statements.add_insert_sql(
+        f"INSERT INTO {iceberg.sql_table(iceberg_cfg, iceberg.tiles_table(view))}\n"
+        f"SELECT {key}, tile_start, tile_end, events, {aggs} FROM {tiles}"
+    )
+    statements.add_insert_sql(
+        f"INSERT INTO {iceberg.sql_table(iceberg_cfg, iceberg.progress_table(view))}\n"
+        f"SELECT tile_start, tile_end, entities, events FROM {quote(progress_view)}"
+    )
+    statements.add_insert_sql(
+        "INSERT INTO `parity_redis_acks`\n"
+        f"SELECT parity_redis_tiles({key}, tile_start_ms, tile_start_ms + {view.tile_ms}, events, {aggs}) "
+        f"FROM {tiles}"
+    )
+    statements.add_insert_sql(
+        f"INSERT INTO `parity_redis_acks`\nSELECT parity_redis_completeness(tile_end_ms) FROM {quote(progress_view)}"
+    )
+    return statements
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest completed checkpoint (a chk-N folder with _metadata) under root, if any."""
+    done = [p.parent for p in root.glob("*/chk-*/_metadata")]
+    return max(done, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    view = get_view(args.view)
+    flink = FlinkJobConfig()
+    if args.parallelism:
+        flink = flink.model_copy(update={"parallelism": args.parallelism})
+    env = table_environment(view, flink, streaming=True)
+    if args.from_checkpoint:
+        env.get_config().set("execution.state-recovery.path", Path(args.from_checkpoint).resolve().as_uri())
+    pipeline = compile_view(view)
+    group_id = args.group_id or f"parity-{view.qualified_name}"
+    env.execute_sql(kafka_source_ddl(pipeline, KafkaConfig(), RegistryConfig(), group_id=group_id, bounded=args.bounded))
+    statements = bind_sinks(env, pipeline, IcebergConfig(), RedisConfig())
+    result = statements.execute()
+    client = result.get_job_client()
+    if client is None:
+        raise JobError("Flink returned no job client; the job did not start")
+    job_id = str(client.get_job_id())
+    log.info("job %s started for view %s (bounded=%s)", job_id, view.qualified_name, args.bounded)
+    print(f"job {job_id} running: view {view.qualified_name}", flush=True)
+
+    stop = {"requested": False}
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    while True:
+        try:
+            result.wait(500)
+            break
+        except Exception as exc:  # py4j wraps Java's TimeoutException; anything else is the job failing
+            if "TimeoutException" not in str(exc):
+                raise JobError(f"job {job_id} for {view.qualified_name} failed: {_first_line(exc)}") from exc
+        if stop["requested"]:
+            log.info("stopping job %s with a savepoint (drain=%s)", job_id, args.drain)
+            savepoint = client.stop_with_savepoint(args.drain, None).result()
+            print(f"job {job_id} stopped; savepoint {savepoint}", flush=True)
+            return 0
+    print(f"job {job_id} finished", flush=True)
+    return 0
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line for line in str(exc).splitlines() if "Exception" in line or "Error" in line]
+    return lines[-1].strip() if lines else str(exc).splitlines()[0]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.stream",
+        description="Run the streaming tile job of one feature view (Kafka → Redis + Iceberg).",
+    )
+    p.add_argument("--view", required=True, help="feature view name, e.g. user_stats")
+    p.add_argument(
+        "--bounded",
+        action="store_true",
+        help="stop at the topic's current end offsets; every open tile is closed at the end",
+    )
+    p.add_argument("--drain", action="store_true", help="on SIGTERM, close open tiles before stopping")
+    p.add_argument("--from-checkpoint", help="resume from a retained checkpoint or savepoint folder")
+    p.add_argument("--group-id", help="Kafka consumer group (default parity-<view>_v<version>)")
+    p.add_argument("--parallelism", type=int, help="override PARITY_FLINK_PARALLELISM")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

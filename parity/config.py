@@ -1,0 +1,91 @@
+"""Typed, narrow settings: one model per component, read from PARITY_<COMPONENT>_* variables.
+
+Each component receives only its own settings. Unknown keys are rejected and
+secrets are ``SecretStr`` so they never show up in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Everything the local stack writes lives under one gitignored folder.
+DEFAULT_HOME = Path(".parity")
+
+
+def _settings(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="forbid", frozen=True)
+
+
+class KafkaConfig(BaseSettings):
+    """Where the event topics live."""
+
+    model_config = _settings("PARITY_KAFKA_")
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    dead_letter_topic: str = "parity.dead-letter"
+
+
+class RegistryConfig(BaseSettings):
+    """A Confluent-compatible Schema Registry (Apicurio's ccompat API by default)."""
+
+    model_config = _settings("PARITY_REGISTRY_")
+
+    url: str = "http://127.0.0.1:18081/apis/ccompat/v7"
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class RedisConfig(BaseSettings):
+    """The online store."""
+
+    model_config = _settings("PARITY_REDIS_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=16379, ge=1, le=65535)
+    db: int = Field(default=0, ge=0)
+    password: SecretStr | None = None
+    key_prefix: str = "parity"
+    socket_timeout_s: float = Field(default=0.5, gt=0)
+
+
+class IcebergConfig(BaseSettings):
+    """The offline store: a JDBC catalog shared by Flink (Java) and pyiceberg.
+
+    The catalog name is a column in the catalog tables, so it must be the same
+    on both sides.
+    """
+
+    model_config = _settings("PARITY_ICEBERG_")
+
+    catalog_name: str = "parity"
+    # SQLAlchemy URI for pyiceberg; the Java side gets the matching JDBC URI.
+    catalog_uri: str = f"sqlite:///{(DEFAULT_HOME / 'iceberg' / 'catalog.db').resolve()}"
+    warehouse: str = f"file://{(DEFAULT_HOME / 'iceberg' / 'warehouse').resolve()}"
+    namespace: str = "features"
+    catalog_user: str | None = None
+    catalog_password: SecretStr | None = None
+
+    def jdbc_uri(self) -> str:
+        """The same catalog database as a JDBC URI for Iceberg's Java JdbcCatalog."""
+        uri = self.catalog_uri
+        if uri.startswith("sqlite:///"):
+            return "jdbc:sqlite:" + uri.removeprefix("sqlite://")
+        if uri.startswith(("postgresql://", "postgresql+psycopg2://", "postgresql+psycopg://")):
+            return "jdbc:postgresql://" + uri.split("://", 1)[1].split("@")[-1]
+        return uri
+
+
+class FlinkJobConfig(BaseSettings):
+    """How a compiled pipeline runs."""
+
+    model_config = _settings("PARITY_FLINK_")
+
+    parallelism: int = Field(default=2, ge=1)
+    checkpoint_interval_s: float = Field(default=5.0, gt=0)
+    checkpoint_dir: Path = DEFAULT_HOME / "checkpoints"
+    # Records a Python function receives are handed over in bundles; smaller
+    # bundles mean Redis sees tiles sooner, larger ones mean fewer round trips.
+    python_bundle_size: int = Field(default=1000, ge=1)
+    python_bundle_time_ms: int = Field(default=200, ge=1)

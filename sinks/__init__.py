@@ -1,0 +1,1 @@
+"""The online (Redis) and offline (Iceberg) tile stores."""

@@ -1,0 +1,103 @@
+"""Flink-side adapters: vectorized Python functions that hand tile rows to RedisTileSink.
+
+Tiles reach Python in Arrow batches (one call per batch, not per row). Each
+call writes its batch synchronously and returns only after Redis has
+acknowledged it. Flink finishes every in-flight Python bundle before a
+checkpoint, so once a checkpoint completes, every tile before it is in Redis:
+at-least-once, and idempotent by RedisTileSink's version guard.
+
+This is the only module of sinks/ that imports PyFlink.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from pyflink.table import DataTypes
+from pyflink.table.udf import FunctionContext, ScalarFunction, udf
+
+from features.registry import get_view
+from parity.config import RedisConfig
+from sinks.base import TileRow
+from sinks.redis import RedisTileSink
+
+
+class _RedisFunction(ScalarFunction):  # type: ignore[misc]
+    """Holds what is pickled to the workers: the view's name and the Redis settings."""
+
+    def __init__(self, view_name: str, redis_settings: dict[str, Any]) -> None:
+        self._view_name = view_name
+        self._redis_settings = redis_settings
+        self._sink: RedisTileSink | None = None
+
+    def open(self, function_context: FunctionContext) -> None:
+        self._view = get_view(self._view_name)
+        self._sink = RedisTileSink(self._view, RedisConfig(**self._redis_settings))
+        self._sink.open()
+        group = function_context.get_metric_group().add_group("parity_view", self._view.qualified_name)
+        self._applied = group.counter("redis_tiles_applied")
+        self._refused = group.counter("redis_tiles_refused_stale")
+        self._batches = group.counter("redis_batches")
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+    def _require_sink(self) -> RedisTileSink:
+        assert self._sink is not None, "open() was not called"
+        return self._sink
+
+
+class RedisTiles(_RedisFunction):
+    """eval(entity, tile_start_ms, tile_end_ms, events, *aggregates) -> events written per row."""
+
+    def eval(self, entity: pd.Series, start: pd.Series, end: pd.Series, events: pd.Series, *values: pd.Series) -> pd.Series:
+        columns = [v.tolist() for v in values]
+        ints = [a.is_integer for a in self._view.aggregations]
+        rows = [
+            TileRow(
+                entity=str(entity.iat[i]),
+                tile_start_ms=int(start.iat[i]),
+                tile_end_ms=int(end.iat[i]),
+                events=int(events.iat[i]),
+                values=tuple(_value(col[i], is_int) for col, is_int in zip(columns, ints, strict=True)),
+            )
+            for i in range(len(entity))
+        ]
+        result = self._require_sink().write(rows)
+        self._applied.inc(result.applied)
+        self._refused.inc(result.refused_stale)
+        self._batches.inc()
+        return events
+
+
+class RedisCompleteness(_RedisFunction):
+    """eval(tile_end_ms) -> tile_end_ms; moves the view's completeness watermark forward."""
+
+    def eval(self, tile_end_ms: pd.Series) -> pd.Series:
+        if len(tile_end_ms):
+            self._require_sink().advance_completeness(int(tile_end_ms.max()))
+        return tile_end_ms
+
+
+def _value(raw: Any, is_int: bool) -> int | float | None:
+    if raw is None or (isinstance(raw, float) and pd.isna(raw)):
+        return None
+    return int(raw) if is_int else float(raw)
+
+
+def redis_tiles_udf(view_name: str, redis: RedisConfig) -> Any:
+    return udf(RedisTiles(view_name, _settings(redis)), result_type=DataTypes.BIGINT(), func_type="pandas")
+
+
+def redis_completeness_udf(view_name: str, redis: RedisConfig) -> Any:
+    return udf(RedisCompleteness(view_name, _settings(redis)), result_type=DataTypes.BIGINT(), func_type="pandas")
+
+
+def _settings(cfg: RedisConfig) -> dict[str, Any]:
+    settings = cfg.model_dump()
+    if cfg.password is not None:
+        settings["password"] = cfg.password.get_secret_value()
+    return settings

@@ -1,0 +1,108 @@
+"""The offline store: Iceberg tables of tiles and of tile-period progress.
+
+Flink's own Iceberg sink writes these tables from the job and commits when a
+checkpoint completes, so the offline side is exactly-once. This module owns
+their names and schemas and creates them through pyiceberg, on the same JDBC
+catalog (same catalog name) that the Flink job uses.
+
+Tables, in the configured namespace:
+- ``<view>_v<version>_tiles``: one row per (entity, tile_start), partitioned
+  by day(tile_start). Columns: the join key, tile_start, tile_end (timestamptz,
+  UTC), events, then one column per aggregation.
+- ``<view>_v<version>_progress``: one row per closed tile period (tile_start,
+  tile_end, entities, events). Its newest tile_end is the view's completeness
+  watermark on the offline side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import DayTransform
+from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestamptzType
+
+from features.definition import AggKind, FeatureView
+from parity.config import IcebergConfig
+from parity.errors import ConfigError
+
+
+def tiles_table(view: FeatureView) -> str:
+    return f"{view.qualified_name}_tiles"
+
+
+def progress_table(view: FeatureView) -> str:
+    return f"{view.qualified_name}_progress"
+
+
+def open_catalog(cfg: IcebergConfig) -> Catalog:
+    """The shared catalog, created on first use (its folder and tables)."""
+    if cfg.catalog_uri.startswith("sqlite:///"):
+        Path(cfg.catalog_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if cfg.warehouse.startswith("file://"):
+        Path(cfg.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    props = {"uri": cfg.catalog_uri, "warehouse": cfg.warehouse}
+    try:
+        return SqlCatalog(cfg.catalog_name, **props)
+    except Exception as exc:  # pyiceberg raises driver-specific errors here
+        raise ConfigError(f"cannot open the Iceberg catalog at {cfg.catalog_uri}: {exc}") from exc
+
+
+def tiles_schema(view: FeatureView) -> Schema:
+    fields = [
+        NestedField(1, view.entity.join_key, StringType(), required=True),
+        NestedField(2, "tile_start", TimestamptzType(), required=True),
+        NestedField(3, "tile_end", TimestamptzType(), required=True),
+        NestedField(4, "events", LongType(), required=True),
+    ]
+    for offset, agg in enumerate(view.aggregations):
+        if agg.kind is AggKind.COUNT:
+            fields.append(NestedField(5 + offset, agg.name, LongType(), required=True))
+        else:
+            fields.append(NestedField(5 + offset, agg.name, DoubleType(), required=agg.kind is AggKind.SUM))
+    return Schema(*fields, identifier_field_ids=[1, 2])
+
+
+def progress_schema() -> Schema:
+    return Schema(
+        NestedField(1, "tile_start", TimestamptzType(), required=True),
+        NestedField(2, "tile_end", TimestamptzType(), required=True),
+        NestedField(3, "entities", LongType(), required=True),
+        NestedField(4, "events", LongType(), required=True),
+    )
+
+
+def ensure_tables(cfg: IcebergConfig, view: FeatureView) -> tuple[Table, Table]:
+    """Create the view's tables when missing; return (tiles, progress). Safe to call again."""
+    catalog = open_catalog(cfg)
+    try:
+        catalog.create_namespace(cfg.namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+    tiles = _ensure(
+        catalog,
+        f"{cfg.namespace}.{tiles_table(view)}",
+        tiles_schema(view),
+        PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=DayTransform(), name="tile_day")),
+    )
+    progress = _ensure(catalog, f"{cfg.namespace}.{progress_table(view)}", progress_schema(), PartitionSpec())
+    return tiles, progress
+
+
+def _ensure(catalog: Catalog, identifier: str, schema: Schema, spec: PartitionSpec) -> Table:
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        return catalog.create_table(
+            identifier, schema=schema, partition_spec=spec, properties={"format-version": "2"}
+        )
+
+
+def sql_table(cfg: IcebergConfig, name: str) -> str:
+    """The table's name in Flink SQL: catalog.namespace.table, quoted."""
+    return ".".join(f"`{part}`" for part in (cfg.catalog_name, cfg.namespace, name))
