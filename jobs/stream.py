@@ -24,9 +24,10 @@ import argparse
 import logging
 import signal
 import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment
 
@@ -100,7 +101,8 @@ def bind_sinks(
         f"FROM {tiles}"
     )
     statements.add_insert_sql(
-        f"INSERT INTO `parity_redis_acks`\nSELECT parity_redis_completeness(tile_end_ms) FROM {quote(progress_view)}"
+        "INSERT INTO `parity_redis_acks`\n"
+        f"SELECT parity_redis_completeness(tile_end_ms) FROM {quote(progress_view)}"
     )
     return statements
 
@@ -113,15 +115,20 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     view = get_view(args.view)
+    if args.topic:
+        view = replace(view, source=replace(view.source, topic=args.topic, subject=f"{args.topic}-value"))
     flink = FlinkJobConfig()
     if args.parallelism:
         flink = flink.model_copy(update={"parallelism": args.parallelism})
     env = table_environment(view, flink, streaming=True)
+    savepoints = (flink.checkpoint_dir / view.qualified_name / "savepoints").resolve().as_uri()
     if args.from_checkpoint:
         env.get_config().set("execution.state-recovery.path", Path(args.from_checkpoint).resolve().as_uri())
     pipeline = compile_view(view)
     group_id = args.group_id or f"parity-{view.qualified_name}"
-    env.execute_sql(kafka_source_ddl(pipeline, KafkaConfig(), RegistryConfig(), group_id=group_id, bounded=args.bounded))
+    env.execute_sql(
+        kafka_source_ddl(pipeline, KafkaConfig(), RegistryConfig(), group_id=group_id, bounded=args.bounded)
+    )
     statements = bind_sinks(env, pipeline, IcebergConfig(), RedisConfig())
     result = statements.execute()
     client = result.get_job_client()
@@ -147,11 +154,23 @@ def run(args: argparse.Namespace) -> int:
                 raise JobError(f"job {job_id} for {view.qualified_name} failed: {_first_line(exc)}") from exc
         if stop["requested"]:
             log.info("stopping job %s with a savepoint (drain=%s)", job_id, args.drain)
-            savepoint = client.stop_with_savepoint(args.drain, None).result()
+            savepoint = _stop_with_savepoint(client, drain=args.drain, directory=savepoints)
             print(f"job {job_id} stopped; savepoint {savepoint}", flush=True)
             return 0
     print(f"job {job_id} finished", flush=True)
     return 0
+
+
+def _stop_with_savepoint(client: Any, *, drain: bool, directory: str) -> str:
+    """Stop the job with a savepoint; ``drain`` first closes every open tile (MAX_WATERMARK).
+
+    PyFlink 2.2's ``JobClient.stop_with_savepoint`` still calls the two-argument
+    Java method, which Flink 2 replaced, so the Java client is called directly.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    canonical = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+    return str(client._j_job_client.stopWithSavepoint(drain, directory, canonical).get())
 
 
 def _first_line(exc: Exception) -> str:
@@ -174,6 +193,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--from-checkpoint", help="resume from a retained checkpoint or savepoint folder")
     p.add_argument("--group-id", help="Kafka consumer group (default parity-<view>_v<version>)")
     p.add_argument("--parallelism", type=int, help="override PARITY_FLINK_PARALLELISM")
+    p.add_argument("--topic", help="read this topic instead of the view's own (a test or a blue/green run)")
     return p
 
 

@@ -53,7 +53,9 @@ class _RedisFunction(ScalarFunction):  # type: ignore[misc]
 class RedisTiles(_RedisFunction):
     """eval(entity, tile_start_ms, tile_end_ms, events, *aggregates) -> events written per row."""
 
-    def eval(self, entity: pd.Series, start: pd.Series, end: pd.Series, events: pd.Series, *values: pd.Series) -> pd.Series:
+    def eval(
+        self, entity: pd.Series, start: pd.Series, end: pd.Series, events: pd.Series, *values: pd.Series
+    ) -> pd.Series:
         columns = [v.tolist() for v in values]
         ints = [a.is_integer for a in self._view.aggregations]
         rows = [
@@ -93,7 +95,9 @@ def redis_tiles_udf(view_name: str, redis: RedisConfig) -> Any:
 
 
 def redis_completeness_udf(view_name: str, redis: RedisConfig) -> Any:
-    return udf(RedisCompleteness(view_name, _settings(redis)), result_type=DataTypes.BIGINT(), func_type="pandas")
+    return udf(
+        RedisCompleteness(view_name, _settings(redis)), result_type=DataTypes.BIGINT(), func_type="pandas"
+    )
 
 
 def _settings(cfg: RedisConfig) -> dict[str, Any]:

@@ -16,6 +16,7 @@ Tables, in the configured namespace:
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from pyiceberg.catalog import Catalog
@@ -80,10 +81,8 @@ def progress_schema() -> Schema:
 def ensure_tables(cfg: IcebergConfig, view: FeatureView) -> tuple[Table, Table]:
     """Create the view's tables when missing; return (tiles, progress). Safe to call again."""
     catalog = open_catalog(cfg)
-    try:
+    with contextlib.suppress(NamespaceAlreadyExistsError):
         catalog.create_namespace(cfg.namespace)
-    except NamespaceAlreadyExistsError:
-        pass
     tiles = _ensure(
         catalog,
         f"{cfg.namespace}.{tiles_table(view)}",

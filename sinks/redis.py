@@ -105,7 +105,9 @@ class RedisTileSink:
             argv: list[str | int] = [(newest_end - self._horizon_ms) // 1000]
             for tile in tiles:
                 argv.extend(encode_tile(tile))
-            self._set_tiles(keys=[entity_key(self._cfg.key_prefix, self._view, entity)], args=argv, client=pipe)
+            self._set_tiles(
+                keys=[entity_key(self._cfg.key_prefix, self._view, entity)], args=argv, client=pipe
+            )
         try:
             applied = sum(int(n) for n in pipe.execute())
         except redis.RedisError as exc:
@@ -119,9 +121,13 @@ class RedisTileSink:
         """Move the view's completeness watermark forward (never back)."""
         client = self._require_client()
         try:
-            self._advance(keys=[completeness_key(self._cfg.key_prefix, self._view)], args=[tile_end_ms], client=client)
+            self._advance(
+                keys=[completeness_key(self._cfg.key_prefix, self._view)], args=[tile_end_ms], client=client
+            )
         except redis.RedisError as exc:
-            raise SinkError(f"Redis did not take the completeness watermark of {self._view.qualified_name}: {exc}") from exc
+            raise SinkError(
+                f"Redis did not take the completeness watermark of {self._view.qualified_name}: {exc}"
+            ) from exc
 
     def flush(self) -> None:
         """Nothing is buffered: every write is acknowledged before it returns."""

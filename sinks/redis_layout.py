@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from features.definition import FeatureView
 from sinks.base import TileRow, Value
@@ -30,7 +31,9 @@ def encode_tile(row: TileRow) -> tuple[str, str]:
     return str(row.tile_start_ms // 1000), "|".join(parts)
 
 
-def decode_tile(view: FeatureView, field: str | bytes, value: str | bytes) -> tuple[int, int, tuple[Value, ...]]:
+def decode_tile(
+    view: FeatureView, field: str | bytes, value: str | bytes
+) -> tuple[int, int, tuple[Value, ...]]:
     """(tile_start_ms, events, values) of one stored tile."""
     text = value.decode() if isinstance(value, bytes) else value
     start = int(field) * 1000
@@ -46,5 +49,5 @@ def decode_tile(view: FeatureView, field: str | bytes, value: str | bytes) -> tu
     return start, int(events), tuple(values)
 
 
-def decode_tiles(view: FeatureView, stored: dict[bytes, bytes] | dict[str, str]) -> list[tuple[int, int, Sequence[Value]]]:
+def decode_tiles(view: FeatureView, stored: Mapping[Any, Any]) -> list[tuple[int, int, Sequence[Value]]]:
     return sorted(decode_tile(view, f, v) for f, v in stored.items())

@@ -1,0 +1,76 @@
+# parity — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV := .venv
+JOB_VENV := .venv-job
+PY := $(VENV)/bin/python
+JOB_PY := $(JOB_VENV)/bin/python
+STAMP := $(VENV)/.installed
+JOB_STAMP := $(JOB_VENV)/.installed
+export PARITY_JOB_PYTHON ?= $(abspath $(JOB_PY))
+export PARITY_STACK_JOB_VENV ?= $(abspath $(JOB_VENV))
+
+DEMO_EVENTS ?= 6000
+DEMO_USERS ?= 100
+
+.PHONY: help setup up down status lint typecheck schemas unit integration test demo bench clean distclean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[client,dev]'
+	touch $@
+
+$(JOB_STAMP): pyproject.toml
+	$(PYTHON_BOOT) -m venv $(JOB_VENV)
+	$(JOB_PY) -m pip install -q --upgrade pip
+	$(JOB_PY) -m pip install -q -e '.[job]'
+	touch $@
+
+setup: $(STAMP) $(JOB_STAMP) ## create both environments and fetch the service binaries and jars
+	$(PY) -m stack fetch
+
+up: setup ## start the local stack (Kafka, registry, Redis, Flink); a no-op when it is up
+	$(PY) -m stack up
+
+down: ## stop the local stack
+	@if [ -x $(PY) ]; then $(PY) -m stack down; fi
+
+status: ## show which services are up
+	$(PY) -m stack status
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP) ## mypy (strict) over the packages
+	$(VENV)/bin/mypy parity features schemas jobs sinks serving replay stack producer
+
+unit: $(STAMP) ## unit tests (no network)
+	$(PY) -m pytest tests/unit -q
+
+integration: up ## integration tests against the real local stack
+	$(PY) -m pytest tests/integration -q
+
+test: setup lint typecheck unit integration ## everything CI runs: lint, types, unit and integration tests
+
+demo: up ## produce a sample, run the job on it, show online and offline values side by side
+	$(PY) -m parity produce --generate --users $(DEMO_USERS) --events $(DEMO_EVENTS) --days 10 --start $$(date -u -d '10 days ago' +%Y-%m-%dT%H:00:00Z)
+	$(PY) -m parity job run --view user_stats --bounded
+	$(PY) -m parity show --view user_stats --limit 5
+	@echo
+	@echo "Next: parity features user_stats:click_rate_7d --entity user_id=<one of the users above>"
+	@echo "      parity features user_stats:click_rate_7d --entity user_id=<...> --offline"
+	@echo "      parity views user_stats --sql      (the compiled Flink SQL)"
+	@echo "      make down                          (stop the stack)"
+
+clean: ## remove caches and local state (keeps the environments and downloads)
+	rm -rf .parity .pytest_cache .mypy_cache .ruff_cache
+
+distclean: down clean ## also remove the environments and downloaded jars
+	rm -rf $(VENV) $(JOB_VENV) .cache

@@ -1,0 +1,319 @@
+"""The ``parity`` command: one entry point, one subcommand per noun.
+
+Every failure exits 1 with a one-line cause; ``--json`` output is for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from parity.errors import ParityError
+
+if TYPE_CHECKING:
+    _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+EPILOG = """\
+quick start:
+  parity stack up                       start Kafka, the registry, Redis and Flink locally
+  parity produce --generate --events 5000
+  parity job run --view user_stats --bounded
+  parity show --view user_stats         online and offline values side by side
+  parity features user_stats:click_rate_7d --entity user_id=u000001
+"""
+
+
+def _delegate(name: str, help_text: str, module: str) -> Callable[[_Subparsers], None]:
+    """A subcommand whose arguments belong to another module's ``main(argv)``."""
+
+    def add(sub: _Subparsers) -> None:
+        p = sub.add_parser(name, help=help_text, add_help=False)
+        p.add_argument("args", nargs=argparse.REMAINDER)
+
+        def run(args: argparse.Namespace) -> int:
+            main: Callable[[list[str]], int] = importlib.import_module(module).main
+            return main(list(args.args))
+
+        p.set_defaults(func=run)
+
+    return add
+
+
+_DELEGATED = {"stack": "stack.cli", "produce": "producer.cli"}
+_add_stack = _delegate(
+    "stack", "start, stop and inspect the local services (Kafka, registry, Redis, Flink)", "stack.cli"
+)
+_add_produce = _delegate(
+    "produce", "send Avro events to Kafka from a JSON-lines file or the generator", "producer.cli"
+)
+
+
+def _add_job(sub: _Subparsers) -> None:
+    job = sub.add_parser("job", help="run the streaming feature job of a view")
+    jobs = job.add_subparsers(dest="job_command", required=True)
+    run = jobs.add_parser(
+        "run",
+        help="run locally (a Flink mini-cluster) in the foreground",
+        description="Run a view's streaming job in a local Flink mini-cluster.\n"
+        "Ctrl-C stops it with a savepoint.",
+    )
+    run.add_argument("--view", required=True, help="feature view name (see `parity views`)")
+    run.add_argument(
+        "--bounded", action="store_true", help="stop at the topic's current end; close every tile"
+    )
+    run.add_argument("--drain", action="store_true", help="close open tiles when stopped with Ctrl-C")
+    run.add_argument("--from-checkpoint", type=Path, help="resume from a retained checkpoint folder")
+    run.add_argument(
+        "--parallelism", type=int, help="operator parallelism (default PARITY_FLINK_PARALLELISM)"
+    )
+    run.set_defaults(func=_cmd_job_run)
+
+
+def _cmd_job_run(args: argparse.Namespace) -> int:
+    from parity import jobctl
+
+    cmd = jobctl.stream_command(
+        args.view,
+        bounded=args.bounded,
+        drain=args.drain,
+        from_checkpoint=args.from_checkpoint,
+        parallelism=args.parallelism,
+    )
+    return jobctl.run_local(cmd)
+
+
+def _add_views(sub: _Subparsers) -> None:
+    p = sub.add_parser("views", help="list feature views, or show one's compiled SQL")
+    p.add_argument("name", nargs="?", help="a view to show in full")
+    p.add_argument("--sql", action="store_true", help="print the compiled Flink SQL of the view")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_views)
+
+
+def _cmd_views(args: argparse.Namespace) -> int:
+    from features.definition import duration_label
+    from features.registry import get_view, load_views
+    from jobs.compiler import compile_view
+
+    views = [get_view(args.name)] if args.name else list(load_views().values())
+    if args.sql and args.name:
+        pipeline = compile_view(views[0])
+        print(f"-- {pipeline.tiles_view}\n{pipeline.tile_query};\n\n-- progress\n{pipeline.progress_query};")
+        return 0
+    rows: list[dict[str, Any]] = [
+        {
+            "name": v.name,
+            "version": v.version,
+            "entity": v.entity.join_key,
+            "topic": v.source.topic,
+            "tile": duration_label(v.tile),
+            "windows": [duration_label(w) for w in v.windows],
+            "features": list(v.feature_names),
+            "owner": v.owner,
+        }
+        for v in views
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(
+                f"{row['name']} v{row['version']}  entity={row['entity']}  topic={row['topic']}  "
+                f"tile={row['tile']}  windows={','.join(row['windows'])}  owner={row['owner']}"
+            )
+            print(f"  features: {', '.join(row['features'])}")
+    return 0
+
+
+def _add_features(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "features",
+        help="read feature values online (Redis) or offline (Iceberg) and print JSON",
+        description="Read features for entities. Values come with a status: present, missing "
+        "(default served), stale or error.",
+    )
+    p.add_argument("features", nargs="+", help="<view>:<feature>, e.g. user_stats:click_rate_7d")
+    p.add_argument(
+        "--entity",
+        action="append",
+        required=True,
+        help="join key and value, e.g. user_id=u000001 (repeatable)",
+    )
+    p.add_argument("--as-of", type=_parse_time, help="ISO-8601 time with zone (default: now)")
+    p.add_argument("--offline", action="store_true", help="read the offline store (Iceberg) instead")
+    p.set_defaults(func=_cmd_features)
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO-8601 time, e.g. 2026-01-10T12:00:00Z"
+        ) from exc
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add Z or +00:00")
+    return value.astimezone(UTC)
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from parity.errors import InputError
+    from serving.offline import load_tiles
+    from serving.online import OnlineStore, entity_of, parse_refs
+
+    rows = []
+    for item in args.entity:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--entity {item!r} must be <join_key>=<value>, e.g. user_id=u000001")
+        rows.append({key: value})
+    when = args.as_of or datetime.now(UTC)
+    if args.offline:
+        from features.registry import load_views
+        from parity.config import IcebergConfig
+
+        refs = parse_refs(args.features, load_views())
+        loaded = {ref.view.name: load_tiles(IcebergConfig(), ref.view) for ref in refs}
+        results = []
+        for row in rows:
+            out = {}
+            for ref in refs:
+                value = loaded[ref.view.name].features(entity_of(ref.view, row), when)[ref.feature]
+                out[ref.qualified] = value
+            results.append(out)
+    else:
+        store = OnlineStore()
+        try:
+            results = store.get_online_features(args.features, rows, as_of=when)
+        finally:
+            store.close()
+    payload = [
+        {
+            "entity": row,
+            "features": {
+                name: {"value": v.value, "status": v.status.value, "window_end": v.window_end.isoformat()}
+                for name, v in result.items()
+            },
+        }
+        for row, result in zip(rows, results, strict=True)
+    ]
+    print(json.dumps(payload, indent=2))
+    return 0
+
+
+def _add_show(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "show",
+        help="a few entities' window features from Redis and from Iceberg, side by side",
+        description="Reads the same entities from the online and the offline store as of the view's "
+        "completeness watermark (its last complete tile) and prints them side by side.",
+    )
+    p.add_argument("--view", default="user_stats")
+    p.add_argument("--limit", type=int, default=5, help="how many entities to show")
+    p.add_argument("--as-of", type=_parse_time, help="default: the online completeness watermark")
+    p.set_defaults(func=_cmd_show)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from features.registry import get_view
+    from parity.config import IcebergConfig
+    from parity.errors import ReadError
+    from serving.assembly import from_ms
+    from serving.offline import load_tiles
+    from serving.online import OnlineStore
+
+    view = get_view(args.view)
+    store = OnlineStore()
+    try:
+        completeness = store.completeness(view)
+        if completeness is None and args.as_of is None:
+            raise ReadError(
+                f"Redis has no tiles of {view.qualified_name} yet; run `parity job run --view {view.name}`"
+            )
+        when = args.as_of or from_ms(completeness or 0)
+        offline = load_tiles(IcebergConfig(), view)
+        entities = sorted(offline.by_entity)[: args.limit]
+        refs = [f"{view.name}:{f}" for f in view.feature_names if f.endswith("_7d")]
+        online = store.get_online_features(refs, [{view.entity.join_key: e} for e in entities], as_of=when)
+    finally:
+        store.close()
+    print(f"{view.qualified_name} as of {when.isoformat()} (Iceberg snapshot {offline.snapshot_id})")
+    header = f"{'entity':<12} {'feature':<16} {'online (Redis)':>18} {'offline (Iceberg)':>18}"
+    print(header)
+    print("-" * len(header))
+    mismatches = 0
+    for entity, values in zip(entities, online, strict=True):
+        offline_values = offline.features(entity, when)
+        for ref in refs:
+            feature = ref.split(":", 1)[1]
+            on, off = values[ref], offline_values[feature]
+            same = on.value == off.value and on.status == off.status
+            mismatches += not same
+            print(
+                f"{entity:<12} {feature:<16} {_fmt(on.value):>10} {on.status.value:<7} "
+                f"{_fmt(off.value):>10} {off.status.value:<7}{'' if same else '  <- differs'}"
+            )
+    print(f"\n{len(entities)} entities, {len(entities) * len(refs)} values, {mismatches} differ")
+    return 1 if mismatches else 0
+
+
+def _fmt(value: float | int) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parity",
+        description="parity: one feature definition, one Flink pipeline,\n"
+        "online and offline reads that agree.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True)
+    adders: Sequence[Callable[[_Subparsers], None]] = (
+        _add_stack,
+        _add_produce,
+        _add_job,
+        _add_views,
+        _add_features,
+        _add_show,
+    )
+    for add in adders:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # confluent-kafka's registry client imports authlib's deprecated httpx module; users cannot act on it.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    if argv and argv[0] in _DELEGATED:
+        # argparse cannot pass leading options such as --help through REMAINDER.
+        delegated: Callable[[list[str]], int] = importlib.import_module(_DELEGATED[argv[0]]).main
+        return delegated(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        code: int = args.func(args)
+    except ParityError as exc:
+        print(f"parity: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""``python -m producer`` runs ``parity produce``."""
+
+from producer.cli import main
+
+raise SystemExit(main())

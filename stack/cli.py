@@ -1,0 +1,108 @@
+"""python -m stack {fetch,up,down,status} [--only kafka,registry,redis,flink] [--json]"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from parity.errors import StackError
+from stack import flink, kafka, redis, registry
+from stack.config import StackConfig
+from stack.fetch import fetch
+from stack.status import Info
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    start: Callable[[StackConfig], None]
+    stop: Callable[[StackConfig], None]
+    is_up: Callable[[StackConfig], bool]
+    info: Callable[[StackConfig], Info]
+
+
+# Start order; stopped in reverse (Flink jobs and the registry's clients first).
+SERVICES: tuple[Service, ...] = tuple(
+    Service(m.NAME, m.start, m.stop, m.is_up, m.info) for m in (kafka, registry, redis, flink)
+)
+NAMES = tuple(s.name for s in SERVICES)
+
+
+def selected(only: str | None) -> list[Service]:
+    if not only:
+        return list(SERVICES)
+    wanted = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - set(NAMES))
+    if unknown:
+        raise StackError(f"unknown service(s) {', '.join(unknown)} in --only; choose from {', '.join(NAMES)}")
+    return [s for s in SERVICES if s.name in wanted]
+
+
+def line(info: Info, note: str = "") -> str:
+    state = "up" if info.up else "DOWN"
+    pid = str(info.pid) if info.pid else "-"
+    return f"{info.name:<9}{state:<6}{info.address:<42}pid {pid:<8}log {info.log}{note}"
+
+
+def up(cfg: StackConfig, services: list[Service]) -> None:
+    fetch(cfg, [s.name for s in services])
+    for service in services:
+        began = time.monotonic()
+        if service.is_up(cfg):
+            note = "  (already up)"
+        else:
+            try:
+                service.start(cfg)
+            except StackError:
+                # Leave nothing half-started that would hold the ports on the next try.
+                with contextlib.suppress(StackError):
+                    service.stop(cfg)
+                raise
+            note = f"  (started in {time.monotonic() - began:.1f} s)"
+        print(line(service.info(cfg), note), flush=True)
+
+
+def down(cfg: StackConfig, services: list[Service]) -> None:
+    for service in reversed(services):
+        service.stop(cfg)
+        print(f"{service.name:<9}stopped", flush=True)
+
+
+def status(cfg: StackConfig, services: list[Service], as_json: bool) -> int:
+    infos = [s.info(cfg) for s in services]
+    if as_json:
+        print(json.dumps([i.as_dict() for i in infos], indent=2))
+    else:
+        for info in infos:
+            print(line(info))
+    return 0 if all(i.up for i in infos) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stack", description="Run the local services without Docker."
+    )
+    parser.add_argument("command", choices=["fetch", "up", "down", "status"])
+    parser.add_argument("--only", help=f"comma-separated subset of: {','.join(NAMES)}")
+    parser.add_argument("--json", action="store_true", help="status as JSON")
+    args = parser.parse_args(argv)
+    try:
+        cfg = StackConfig()
+        services = selected(args.only)
+        if args.command == "fetch":
+            fetch(cfg, [s.name for s in services])
+        elif args.command == "up":
+            up(cfg, services)
+        elif args.command == "down":
+            down(cfg, services)
+        else:
+            return status(cfg, services, args.json)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

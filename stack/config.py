@@ -1,0 +1,63 @@
+"""Settings of the local stack, read from PARITY_STACK_* variables.
+
+Every service binds 127.0.0.1 only. Relative paths are taken from the
+current directory (the repository root when run through make).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StackConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARITY_STACK_", extra="forbid", frozen=True)
+
+    home: Path = Path(".parity")  # state, generated configs, logs, pid files
+    cache: Path = Path(".cache")  # downloaded jars and tarballs
+    job_venv: Path = Path(".venv-job")  # the venv holding apache-flink
+
+    host: str = "127.0.0.1"
+    kafka_port: int = Field(default=19092, ge=1, le=65535)
+    kafka_controller_port: int = Field(default=19093, ge=1, le=65535)
+    registry_port: int = Field(default=18081, ge=1, le=65535)
+    registry_management_port: int = Field(default=18091, ge=1, le=65535)
+    redis_port: int = Field(default=16379, ge=1, le=65535)
+    flink_rest_port: int = Field(default=18088, ge=1, le=65535)
+    flink_rpc_port: int = Field(default=16123, ge=1, le=65535)
+
+    kafka_heap: str = "512m"
+    registry_heap: str = "512m"
+    # Extra Flink settings (flat keys) appended to the generated config.yaml,
+    # e.g. a metrics reporter: PARITY_STACK_FLINK_EXTRA_CONF='{"metrics.reporter.prom.port": "19250"}'
+    flink_extra_conf: dict[str, str] = Field(default_factory=dict)
+
+    # Seconds to wait for a started service to answer.
+    start_timeout_s: float = Field(default=120.0, gt=0)
+
+    # Absolute, without resolving symlinks: a venv's python is a symlink and
+    # must stay inside the venv.
+    @property
+    def home_dir(self) -> Path:
+        return self.home.absolute()
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache.absolute()
+
+    @property
+    def job_venv_dir(self) -> Path:
+        return self.job_venv.absolute()
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home_dir / "run"
+
+    def service_dir(self, name: str) -> Path:
+        return self.home_dir / name

@@ -1,0 +1,138 @@
+"""Integration fixtures.
+
+Every test gets its own topic, Redis key prefix, Iceberg namespace and checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from parity import jobctl
+from parity.config import IcebergConfig, KafkaConfig, RedisConfig, RegistryConfig
+
+pytestmark = pytest.mark.integration
+
+
+def _reachable(host_port: str) -> bool:
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stack_is_up() -> None:
+    redis_cfg = RedisConfig()
+    registry = RegistryConfig().url.split("/")[2]
+    for name, address in (
+        ("Kafka", KafkaConfig().bootstrap_servers.split(",")[0]),
+        ("schema registry", registry),
+        ("Redis", f"{redis_cfg.host}:{redis_cfg.port}"),
+    ):
+        if not _reachable(address):
+            pytest.fail(
+                f"{name} is not answering at {address}: start the stack with `make up`", pytrace=False
+            )
+
+
+@dataclass
+class Isolated:
+    """Names and settings private to one test."""
+
+    suffix: str
+    workdir: Path
+    jobs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def topic(self) -> str:
+        return f"it-{self.suffix}"
+
+    @property
+    def redis(self) -> RedisConfig:
+        return RedisConfig(key_prefix=f"it{self.suffix}")
+
+    @property
+    def iceberg(self) -> IcebergConfig:
+        return IcebergConfig(namespace=f"it{self.suffix}")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.workdir / "checkpoints"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PARITY_REDIS_KEY_PREFIX": self.redis.key_prefix,
+            "PARITY_ICEBERG_NAMESPACE": self.iceberg.namespace,
+            "PARITY_FLINK_CHECKPOINT_DIR": str(self.checkpoints),
+            "PARITY_FLINK_CHECKPOINT_INTERVAL_S": "2",
+        }
+
+    def start_job(
+        self, view: str, *, bounded: bool, drain: bool = False, from_checkpoint: Path | None = None
+    ):
+        cmd = jobctl.stream_command(
+            view,
+            bounded=bounded,
+            drain=drain,
+            from_checkpoint=from_checkpoint,
+            group_id=f"it-{self.suffix}",
+            topic=self.topic,
+        )
+        proc = jobctl.start_local(cmd, self.log, env=self.env())
+        self.jobs.append(proc)
+        return proc
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "job.log"
+
+    def wait(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill(proc)
+            pytest.fail(f"job did not finish in {timeout}s; log tail:\n{self.log_tail()}")
+        if code != 0:
+            pytest.fail(f"job exited {code}; log tail:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log.exists():
+            return "(no log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the job and its Python workers (its whole process group)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def isolated(tmp_path: Path) -> Iterator[Isolated]:
+    iso = Isolated(uuid.uuid4().hex[:10], tmp_path)
+    yield iso
+    for proc in iso.jobs:
+        kill(proc)

@@ -1,0 +1,60 @@
+"""An independent reference for user_stats, computed from the raw events in plain Python.
+
+It shares no code with the job or the assembly function: it buckets events by
+hour and counts sliding windows straight from event times.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+from datetime import datetime
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+def ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def tiles(events) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """(user, hour start ms) -> (events, impressions, clicks)."""
+    acc: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for e in events:
+        t = ms(e["event_time"])
+        row = acc[(e["user_id"], t - t % HOUR_MS)]
+        row[0] += 1
+        row[1] += e["event_type"] == "impression"
+        row[2] += e["event_type"] == "click"
+    return {k: tuple(v) for k, v in acc.items()}
+
+
+class Windows:
+    """Sliding-window counts over raw event times: events with end - W <= t < end."""
+
+    def __init__(self, events) -> None:
+        times: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for e in events:
+            times[(e["user_id"], e["event_type"])].append(ms(e["event_time"]))
+        self._times = {k: sorted(v) for k, v in times.items()}
+
+    def count(self, user: str, event_type: str, end_ms: int, window_ms: int) -> int:
+        times = self._times.get((user, event_type), [])
+        return bisect_left(times, end_ms) - bisect_left(times, end_ms - window_ms)
+
+    def expected(self, user: str, end_ms: int) -> dict[str, float | int | None]:
+        """Feature values at a tile boundary; None where no event is in the window."""
+        out: dict[str, float | int | None] = {}
+        for label, size in (("1d", DAY_MS), ("7d", 7 * DAY_MS)):
+            imps = self.count(user, "impression", end_ms, size)
+            clicks = self.count(user, "click", end_ms, size)
+            seen = imps + clicks > 0
+            out[f"impressions_{label}"] = imps if seen else None
+            out[f"clicks_{label}"] = clicks if seen else None
+        imps7, clicks7 = out["impressions_7d"], out["clicks_7d"]
+        if imps7 is None or clicks7 is None:
+            out["click_rate_7d"] = None
+        else:
+            out["click_rate_7d"] = 0.0 if imps7 == 0 else clicks7 / imps7
+        return out
