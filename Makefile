@@ -59,7 +59,8 @@ integration: up ## integration tests against the real local stack
 
 test: setup lint typecheck unit integration ## everything CI runs: lint, types, unit and integration tests
 
-demo: up ## produce a sample, run the job on it, show online and offline values side by side
+demo: up ## start from a clean view, produce a sample, run the job, show Redis and Iceberg side by side
+	$(PY) -m parity reset --view user_stats --topic --yes
 	$(PY) -m parity produce --generate --users $(DEMO_USERS) --events $(DEMO_EVENTS) --days 10 --start $$(date -u -d '10 days ago' +%Y-%m-%dT%H:00:00Z)
 	$(PY) -m parity job run --view user_stats --bounded
 	$(PY) -m parity show --view user_stats --limit 5

@@ -24,7 +24,9 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -38,6 +40,8 @@ from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RedisConfi
 from parity.errors import JobError
 from sinks import iceberg
 from sinks.flink_udf import redis_completeness_udf, redis_tiles_udf
+from sinks.redis import connect
+from sinks.redis_layout import completeness_key
 
 log = logging.getLogger("parity.job")
 
@@ -137,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     job_id = str(client.get_job_id())
     log.info("job %s started for view %s (bounded=%s)", job_id, view.qualified_name, args.bounded)
     print(f"job {job_id} running: view {view.qualified_name}", flush=True)
+    if args.detached:
+        return 0
 
     stop = {"requested": False}
 
@@ -145,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    progress = _Progress(view, RedisConfig())
     while True:
         try:
             result.wait(500)
@@ -152,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # py4j wraps Java's TimeoutException; anything else is the job failing
             if "TimeoutException" not in str(exc):
                 raise JobError(f"job {job_id} for {view.qualified_name} failed: {_first_line(exc)}") from exc
+        progress.report()
         if stop["requested"]:
             log.info("stopping job %s with a savepoint (drain=%s)", job_id, args.drain)
             savepoint = _stop_with_savepoint(client, drain=args.drain, directory=savepoints)
@@ -159,6 +167,33 @@ def run(args: argparse.Namespace) -> int:
             return 0
     print(f"job {job_id} finished", flush=True)
     return 0
+
+
+class _Progress:
+    """Prints how far the view's tiles are complete, read back from Redis, every few seconds."""
+
+    def __init__(self, view: FeatureView, cfg: RedisConfig, every_s: float = 5.0) -> None:
+        self._view, self._cfg, self._every_s = view, cfg, every_s
+        self._next = time.monotonic() + every_s
+        self._last: int | None = None
+
+    def report(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + self._every_s
+        try:
+            client = connect(self._cfg)
+            try:
+                raw = client.get(completeness_key(self._cfg.key_prefix, self._view))
+            finally:
+                client.close()
+        except Exception as exc:  # progress is informational; the job's health is Flink's
+            log.debug("progress unavailable: %s", exc)
+            return
+        if raw is not None and int(raw) != self._last:
+            self._last = int(raw)
+            when = datetime.fromtimestamp(self._last / 1000, tz=UTC).isoformat()
+            print(f"progress: tiles complete up to {when}", flush=True)
 
 
 def _stop_with_savepoint(client: Any, *, drain: bool, directory: str) -> str:
@@ -193,12 +228,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--from-checkpoint", help="resume from a retained checkpoint or savepoint folder")
     p.add_argument("--group-id", help="Kafka consumer group (default parity-<view>_v<version>)")
     p.add_argument("--parallelism", type=int, help="override PARITY_FLINK_PARALLELISM")
+    p.add_argument("--detached", action="store_true", help="return once the job is submitted (flink run -d)")
     p.add_argument("--topic", help="read this topic instead of the view's own (a test or a blue/green run)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # apache-beam (under PyFlink) logs optional-module notices at INFO on import.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     args = parser().parse_args(argv)
     return run(args)
 

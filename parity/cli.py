@@ -76,6 +76,27 @@ def _add_job(sub: _Subparsers) -> None:
     )
     run.set_defaults(func=_cmd_job_run)
 
+    submit = jobs.add_parser(
+        "submit",
+        help="submit to the standalone Flink cluster, detached",
+        description="Submit a view's streaming job to the local standalone cluster (make up). "
+        "It keeps running after this command returns; see `parity job list`.",
+    )
+    submit.add_argument("--view", required=True, help="feature view name (see `parity views`)")
+    submit.add_argument("--from-checkpoint", type=Path, help="start from a retained checkpoint or savepoint")
+    submit.add_argument("--parallelism", type=int)
+    submit.set_defaults(func=_cmd_job_submit)
+
+    listing = jobs.add_parser("list", help="jobs on the standalone cluster")
+    listing.set_defaults(func=lambda args: _flink(["list"]))
+    cancel = jobs.add_parser("cancel", help="cancel a job (no savepoint; its last checkpoint is retained)")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(func=lambda args: _flink(["cancel", args.job_id]))
+    stop = jobs.add_parser("stop", help="stop a job with a savepoint")
+    stop.add_argument("job_id")
+    stop.add_argument("--drain", action="store_true", help="close every open tile first")
+    stop.set_defaults(func=_cmd_job_stop)
+
 
 def _cmd_job_run(args: argparse.Namespace) -> int:
     from parity import jobctl
@@ -88,6 +109,25 @@ def _cmd_job_run(args: argparse.Namespace) -> int:
         parallelism=args.parallelism,
     )
     return jobctl.run_local(cmd)
+
+
+def _cmd_job_submit(args: argparse.Namespace) -> int:
+    from parity import jobctl
+
+    return jobctl.submit(args.view, from_checkpoint=args.from_checkpoint, parallelism=args.parallelism)
+
+
+def _cmd_job_stop(args: argparse.Namespace) -> int:
+    from parity.config import FlinkJobConfig
+
+    savepoints = (FlinkJobConfig().checkpoint_dir / "savepoints").resolve().as_uri()
+    return _flink(["stop", *(["--drain"] if args.drain else []), "--savepointPath", savepoints, args.job_id])
+
+
+def _flink(args: list[str]) -> int:
+    from parity import jobctl
+
+    return jobctl.flink_cli(args)
 
 
 def _add_views(sub: _Subparsers) -> None:
@@ -130,6 +170,37 @@ def _cmd_views(args: argparse.Namespace) -> int:
                 f"tile={row['tile']}  windows={','.join(row['windows'])}  owner={row['owner']}"
             )
             print(f"  features: {', '.join(row['features'])}")
+    return 0
+
+
+def _add_reset(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "reset",
+        help="remove a view's Redis keys, Iceberg tables and checkpoints (and its topic)",
+        description="Start a view again from scratch: deletes its online keys, purges its offline tables "
+        "and removes its checkpoints. For production corrections use replay, which replaces a range.",
+    )
+    p.add_argument("--view", required=True)
+    p.add_argument(
+        "--topic", action="store_true", help="also delete the view's Kafka topic and consumer group"
+    )
+    p.add_argument("--dry-run", action="store_true", help="only report what would be removed")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=_cmd_reset)
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    from features.registry import get_view
+    from parity.reset import reset_view
+
+    view = get_view(args.view)
+    if not (args.yes or args.dry_run):
+        answer = input(f"remove every stored tile of {view.qualified_name}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 1
+    report = reset_view(view, topic=args.topic, dry_run=args.dry_run)
+    print(("would have " if args.dry_run else "") + report.line())
     return 0
 
 
@@ -286,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_views,
         _add_features,
         _add_show,
+        _add_reset,
     )
     for add in adders:
         add(sub)

@@ -61,8 +61,13 @@ class IcebergConfig(BaseSettings):
 
     catalog_name: str = "parity"
     # SQLAlchemy URI for pyiceberg; the Java side gets the matching JDBC URI.
-    catalog_uri: str = f"sqlite:///{(DEFAULT_HOME / 'iceberg' / 'catalog.db').resolve()}"
-    warehouse: str = f"file://{(DEFAULT_HOME / 'iceberg' / 'warehouse').resolve()}"
+    # Defaults resolve against the working directory when the settings are read, not at import.
+    catalog_uri: str = Field(
+        default_factory=lambda: f"sqlite:///{(DEFAULT_HOME / 'iceberg' / 'catalog.db').resolve()}"
+    )
+    warehouse: str = Field(
+        default_factory=lambda: f"file://{(DEFAULT_HOME / 'iceberg' / 'warehouse').resolve()}"
+    )
     namespace: str = "features"
     catalog_user: str | None = None
     catalog_password: SecretStr | None = None

@@ -83,3 +83,42 @@ def _job_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ) | (extra or {})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     return env
+
+
+def flink_cli(args: list[str]) -> int:
+    """Run ``flink <args>`` against the local standalone cluster (``make up``)."""
+    from stack import flink
+    from stack.config import StackConfig
+
+    cfg = StackConfig()
+    if not flink.is_up(cfg):
+        raise JobError(
+            "the Flink standalone cluster is not running; start it with `make up` (or parity stack up)"
+        )
+    env = flink.env(cfg)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
+    return subprocess.call([str(flink.flink_bin(cfg)), *args], cwd=PROJECT_ROOT, env=env)
+
+
+def submit(
+    view: str,
+    *,
+    from_checkpoint: Path | None = None,
+    parallelism: int | None = None,
+    topic: str | None = None,
+    group_id: str | None = None,
+) -> int:
+    """Submit a view's streaming job to the standalone cluster, detached."""
+    python = str(job_python())
+    args = ["run", "--detached", "-py", str(PROJECT_ROOT / "jobs" / "stream.py"), "-pyexec", python]
+    args += ["-pyclientexec", python]
+    if from_checkpoint is not None:
+        args += ["--fromSavepoint", str(from_checkpoint)]
+    args += ["--view", view, "--detached"]
+    if parallelism:
+        args += ["--parallelism", str(parallelism)]
+    if topic:
+        args += ["--topic", topic]
+    if group_id:
+        args += ["--group-id", group_id]
+    return flink_cli(args)

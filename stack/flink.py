@@ -49,6 +49,9 @@ def settings(cfg: StackConfig) -> dict[str, str]:
         "env.pid.dir": str(pid_dir(cfg)),
         "env.log.dir": str(log_dir(cfg)),
         "io.tmp.dirs": str(cfg.service_dir(NAME) / "tmp"),
+        # Hadoop's shutdown hook touches the job's classloader after `flink run` returns;
+        # the check then prints a harmless stack trace on every submission.
+        "classloader.check-leaked-classloader": "false",
         **cfg.flink_extra_conf,
     }
 
