@@ -75,6 +75,10 @@ class CompiledPipeline:
             ``tile_time`` is the row time, so tiles can be windowed again.
         progress_query: one row per closed tile period over ``tiles_view``;
             its newest ``tile_end`` is the view's completeness watermark.
+        late_condition: true for a source row whose tile has already closed
+            (the tile's end is at or behind the current watermark), so the
+            streaming aggregation drops it. Such rows are counted, and kept
+            in the raw archive for replay.
     """
 
     view: FeatureView
@@ -82,6 +86,7 @@ class CompiledPipeline:
     tiles_view: str
     tile_query: str
     progress_query: str
+    late_condition: str
 
     def statements(self) -> list[str]:
         """The view definitions to run after the source table exists."""
@@ -136,7 +141,15 @@ def compile_view(view: FeatureView) -> CompiledPipeline:
         f"FROM TABLE(TUMBLE(TABLE {quote(tiles_view)}, DESCRIPTOR(tile_time), {interval(view.tile)}))\n"
         "GROUP BY window_start, window_end"
     )
-    return CompiledPipeline(view, source_table, tiles_view, tile_query, progress_query)
+    event_time = quote(view.source.event_time_field)
+    tile_minutes = view.tile_ms // 60_000
+    # Minute arithmetic is exact (tiles are whole minutes) and stays within INT for centuries.
+    tile_end = (
+        f"TIMESTAMPADD(MINUTE, TIMESTAMPDIFF(MINUTE, TIMESTAMP '1970-01-01 00:00:00', {event_time}) "
+        f"/ {tile_minutes} * {tile_minutes} + {tile_minutes}, TIMESTAMP '1970-01-01 00:00:00')"
+    )
+    late_condition = f"{tile_end} <= CURRENT_WATERMARK({event_time})"
+    return CompiledPipeline(view, source_table, tiles_view, tile_query, progress_query, late_condition)
 
 
 def kafka_source_ddl(
@@ -146,11 +159,16 @@ def kafka_source_ddl(
     *,
     group_id: str,
     bounded: bool,
+    table: str | None = None,
+    start_timestamp_ms: int | None = None,
 ) -> str:
-    """Bind the source table to the view's Kafka topic (streaming, or up to the current end offsets).
+    """Bind a table (the pipeline's source table by default) to the view's Kafka topic.
 
-    The reader schema is the newest committed version; Flink resolves each
-    record's writer schema, fetched by id from the registry, to it.
+    Streaming reads on from the group's committed offsets (the start of the
+    topic for a new group); ``bounded`` stops at the current end offsets;
+    ``start_timestamp_ms`` starts at the first record with a timestamp at or
+    after it instead. The reader schema is the newest committed version; Flink
+    resolves each record's writer schema, fetched by id from the registry, to it.
     """
     view = pipeline.view
     schema = avro.latest(view.source.schema)
@@ -165,17 +183,23 @@ def kafka_source_ddl(
         "topic": view.source.topic,
         "properties.bootstrap.servers": kafka.bootstrap_servers,
         "properties.group.id": group_id,
-        "scan.startup.mode": "group-offsets",
-        "properties.auto.offset.reset": "earliest",
         "format": "avro-confluent",
         "avro-confluent.url": registry.url,
         "avro-confluent.schema": schema.text,
     }
+    if start_timestamp_ms is None:
+        options |= {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
+    else:
+        options |= {
+            "scan.startup.mode": "timestamp",
+            "scan.startup.timestamp-millis": str(start_timestamp_ms),
+        }
     if bounded:
         options["scan.bounded.mode"] = "latest-offset"
     body = ",\n".join(columns)
     with_clause = ",\n".join(f"  {literal(k)} = {literal(v)}" for k, v in options.items())
-    return f"CREATE TEMPORARY TABLE {quote(pipeline.source_table)} (\n{body}\n) WITH (\n{with_clause}\n)"
+    name = quote(table or pipeline.source_table)
+    return f"CREATE TEMPORARY TABLE {name} (\n{body}\n) WITH (\n{with_clause}\n)"
 
 
 def iceberg_catalog_ddl(cfg: IcebergConfig) -> str:

@@ -39,7 +39,7 @@ from jobs.compiler import CompiledPipeline, compile_view, iceberg_catalog_ddl, k
 from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RedisConfig, RegistryConfig
 from parity.errors import JobError
 from sinks import iceberg
-from sinks.flink_udf import redis_completeness_udf, redis_tiles_udf
+from sinks.flink_udf import late_events_udf, redis_completeness_udf, redis_tiles_udf
 from sinks.redis import connect
 from sinks.redis_layout import completeness_key
 
@@ -108,7 +108,30 @@ def bind_sinks(
         "INSERT INTO `parity_redis_acks`\n"
         f"SELECT parity_redis_completeness(tile_end_ms) FROM {quote(progress_view)}"
     )
+    add_archive(statements, pipeline, iceberg_cfg)
+    event_time = quote(view.source.event_time_field)
+    env.create_temporary_function("parity_late_events", late_events_udf(view.name, redis_cfg))
+    statements.add_insert_sql(
+        "INSERT INTO `parity_redis_acks`\n"
+        f"SELECT parity_late_events(CAST(TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', {event_time})"
+        f" AS BIGINT)) FROM {quote(pipeline.source_table)}\nWHERE {pipeline.late_condition}"
+    )
     return statements
+
+
+def add_archive(statements: StatementSet, pipeline: CompiledPipeline, iceberg_cfg: IcebergConfig) -> None:
+    """Every source row, late ones included, appended to the raw archive (committed on checkpoints)."""
+    view = pipeline.view
+    columns = []
+    for name in iceberg.raw_columns(view):
+        if name == view.source.event_time_field:
+            columns.append(f"CAST({quote(name)} AS TIMESTAMP_LTZ(3)) AS {quote(name)}")
+        else:
+            columns.append(quote(name))
+    statements.add_insert_sql(
+        f"INSERT INTO {iceberg.sql_table(iceberg_cfg, iceberg.raw_table(view))}\n"
+        f"SELECT {', '.join(columns)} FROM {quote(pipeline.source_table)}"
+    )
 
 
 def latest_checkpoint(root: Path) -> Path | None:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from parity.errors import ParityError
+from parity.errors import InputError, ParityError
 
 if TYPE_CHECKING:
     _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -170,6 +170,69 @@ def _cmd_views(args: argparse.Namespace) -> int:
                 f"tile={row['tile']}  windows={','.join(row['windows'])}  owner={row['owner']}"
             )
             print(f"  features: {', '.join(row['features'])}")
+    return 0
+
+
+def _add_replay(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="recompute a time range of a view's offline tiles (backfill, late-data correction)",
+        description="Run the view's compiled tile pipeline in Flink batch mode over [start, end) and\n"
+        "replace exactly those tiles in the offline table, in one Iceberg commit.\n"
+        "Redis is untouched unless --to-online.",
+        epilog="example:\n"
+        "  parity replay user_stats --start 2026-01-03T00:00Z --end 2026-01-04T00:00Z --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("view", help="feature view name (see `parity views`)")
+    p.add_argument("--start", type=_parse_time, required=True, help="range start, ISO-8601, tile-aligned")
+    p.add_argument(
+        "--end", type=_parse_time, required=True, help="range end (excluded), ISO-8601, tile-aligned"
+    )
+    p.add_argument(
+        "--source",
+        choices=("iceberg", "kafka"),
+        default="iceberg",
+        help="the raw archive (default; outlives Kafka retention) or the topic itself",
+    )
+    p.add_argument("--dry-run", action="store_true", help="report rows to delete and add; write nothing")
+    p.add_argument("--yes", action="store_true", help="replace without asking")
+    p.add_argument(
+        "--to-online", action="store_true", help="also set replayed tiles inside the online horizon"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_replay)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from features.registry import get_view
+    from replay.backfill import check_range, replay
+
+    view = get_view(args.view)
+    check_range(view, args.start, args.end)
+    if not (args.dry_run or args.yes):
+        if not sys.stdin.isatty():
+            raise InputError("replay replaces offline tiles: pass --yes to confirm, or --dry-run to preview")
+        answer = input(f"replace the tiles of {view.qualified_name} in [{args.start}, {args.end})? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing replaced")
+            return 1
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    summary = replay(
+        view,
+        args.start,
+        args.end,
+        source=args.source,
+        dry_run=args.dry_run,
+        to_online=args.to_online,
+        say=say,
+    )
+    if args.json:
+        print(json.dumps(asdict(summary), default=str, indent=2))
+    else:
+        print("\n".join(summary.lines()))
     return 0
 
 
@@ -357,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_views,
         _add_features,
         _add_show,
+        _add_replay,
         _add_reset,
     )
     for add in adders:

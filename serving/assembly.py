@@ -16,7 +16,7 @@ Semantics (contract 3 of the design):
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -64,7 +64,8 @@ def window_end_ms(view: FeatureView, as_of_ms: int) -> int:
     return as_of_ms - as_of_ms % view.tile_ms
 
 
-def _merge(kind: AggKind, values: list[Value]) -> Value:
+def merge(kind: AggKind, values: list[Value]) -> Value:
+    """Merge one aggregate over tiles in start order; ``None`` when nothing is there."""
     present = [v for v in values if v is not None]
     if not present:
         return None
@@ -73,6 +74,51 @@ def _merge(kind: AggKind, values: list[Value]) -> Value:
     if kind is AggKind.MIN:
         return min(present)
     return max(present)
+
+
+def window_values(view: FeatureView, tiles: Sequence[Tile], end_ms: int) -> dict[str, Value]:
+    """The merged aggregate of every window feature for windows ending at ``end_ms``.
+
+    ``None`` means no tile in the window (or only NULL min/max values). Tiles
+    must be sorted by start; tiles outside the windows are ignored.
+    """
+    starts = [t.start_ms for t in tiles]
+    upper = bisect_left(starts, end_ms - view.tile_ms + 1)  # tiles with start + tile <= end
+    raw: dict[str, Value] = {}
+    for window in view.windows:
+        lower = bisect_left(starts, end_ms - int(window / _MS))
+        in_window = tiles[lower:upper]
+        for index, agg in enumerate(view.aggregations):
+            name = f"{agg.name}_{duration_label(window)}"
+            raw[name] = merge(agg.kind, [t.values[index] for t in in_window]) if in_window else None
+    return raw
+
+
+def is_stale(view: FeatureView, as_of_ms: int, completeness_ms: int | None) -> bool:
+    """The view's tiles are older than its max staleness as of ``as_of_ms``."""
+    return completeness_ms is not None and completeness_ms < as_of_ms - view.max_staleness / _MS
+
+
+def finish(
+    view: FeatureView, raw: Mapping[str, Value], as_of_ms: int, completeness_ms: int | None
+) -> dict[str, FeatureValue]:
+    """Window aggregates → served values: defaults, staleness policy and derived features.
+
+    Args:
+        raw: every window feature of the view, as ``window_values`` returns it.
+    """
+    end_dt = from_ms(window_end_ms(view, as_of_ms))
+    stale = is_stale(view, as_of_ms, completeness_ms)
+    result: dict[str, FeatureValue] = {}
+    for name in view.window_features:
+        result[name] = _finish(view, name, raw[name], stale, end_dt)
+    for ratio in view.derived:
+        num, den = raw[ratio.numerator], raw[ratio.denominator]
+        value: Value = None
+        if num is not None and den is not None:
+            value = ratio.on_zero if den == 0 else num / den
+        result[ratio.name] = _finish(view, ratio.name, value, stale, end_dt)
+    return result
 
 
 def assemble(
@@ -91,31 +137,9 @@ def assemble(
         completeness_ms: the view's completeness watermark (epoch ms), or
             None when the view has never written a tile.
     """
-    end = window_end_ms(view, to_ms(as_of))
-    end_dt = from_ms(end)
     as_of_ms = to_ms(as_of)
-    stale = completeness_ms is not None and completeness_ms < as_of_ms - view.max_staleness / _MS
-    starts = [t.start_ms for t in tiles]
-    upper = bisect_left(starts, end - view.tile_ms + 1)  # tiles with start + tile <= end
-
-    raw: dict[str, Value] = {}
-    for window in view.windows:
-        lower = bisect_left(starts, end - int(window / _MS))
-        in_window = tiles[lower:upper]
-        for index, agg in enumerate(view.aggregations):
-            name = f"{agg.name}_{duration_label(window)}"
-            raw[name] = _merge(agg.kind, [t.values[index] for t in in_window]) if in_window else None
-
-    result: dict[str, FeatureValue] = {}
-    for name, merged in raw.items():
-        result[name] = _finish(view, name, merged, stale, end_dt)
-    for ratio in view.derived:
-        num, den = raw[ratio.numerator], raw[ratio.denominator]
-        value: Value = None
-        if num is not None and den is not None:
-            value = ratio.on_zero if den == 0 else num / den
-        result[ratio.name] = _finish(view, ratio.name, value, stale, end_dt)
-    return result
+    raw = window_values(view, tiles, window_end_ms(view, as_of_ms))
+    return finish(view, raw, as_of_ms, completeness_ms)
 
 
 def _finish(view: FeatureView, name: str, value: Value, stale: bool, end: datetime) -> FeatureValue:

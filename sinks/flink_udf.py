@@ -11,6 +11,8 @@ This is the only module of sinks/ that imports PyFlink.
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -21,6 +23,8 @@ from features.registry import get_view
 from parity.config import RedisConfig
 from sinks.base import TileRow
 from sinks.redis import RedisTileSink
+
+log = logging.getLogger(__name__)
 
 
 class _RedisFunction(ScalarFunction):  # type: ignore[misc]
@@ -84,6 +88,38 @@ class RedisCompleteness(_RedisFunction):
         return tile_end_ms
 
 
+class LateEvents(_RedisFunction):
+    """eval(event_time_s) for rows whose tile had closed: count them, log them, keep a total in Redis.
+
+    The Redis total is at-least-once (a restart may count a row twice); the
+    Flink counter restarts from zero with the job.
+    """
+
+    def eval(self, event_time_s: pd.Series) -> pd.Series:
+        count = len(event_time_s)
+        if count:
+            self._late.inc(count)
+            total = self._require_sink().count_late(count)
+            oldest = datetime.fromtimestamp(int(event_time_s.min()), tz=UTC).isoformat()
+            log.warning(
+                "%s: %d late events dropped from streaming tiles (oldest %s; %d so far); "
+                "they are in the raw archive: replay their range to correct the offline store",
+                self._view.qualified_name,
+                count,
+                oldest,
+                total,
+            )
+        return event_time_s
+
+    def open(self, function_context: FunctionContext) -> None:
+        super().open(function_context)
+        self._late = (
+            function_context.get_metric_group()
+            .add_group("parity_view", self._view.qualified_name)
+            .counter("late_events")
+        )
+
+
 def _value(raw: Any, is_int: bool) -> int | float | None:
     if raw is None or (isinstance(raw, float) and pd.isna(raw)):
         return None
@@ -92,6 +128,10 @@ def _value(raw: Any, is_int: bool) -> int | float | None:
 
 def redis_tiles_udf(view_name: str, redis: RedisConfig) -> Any:
     return udf(RedisTiles(view_name, _settings(redis)), result_type=DataTypes.BIGINT(), func_type="pandas")
+
+
+def late_events_udf(view_name: str, redis: RedisConfig) -> Any:
+    return udf(LateEvents(view_name, _settings(redis)), result_type=DataTypes.BIGINT(), func_type="pandas")
 
 
 def redis_completeness_udf(view_name: str, redis: RedisConfig) -> Any:

@@ -12,6 +12,9 @@ Tables, in the configured namespace:
 - ``<view>_v<version>_progress``: one row per closed tile period (tile_start,
   tile_end, entities, events). Its newest tile_end is the view's completeness
   watermark on the offline side.
+- ``<view>_v<version>_raw``: every decoded source event, late ones included,
+  with its Kafka partition and offset, partitioned by day(event_time). History
+  beyond Kafka's retention, and the default source of replay.
 """
 
 from __future__ import annotations
@@ -26,11 +29,23 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
-from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestamptzType
+from pyiceberg.types import (
+    BinaryType,
+    BooleanType,
+    DoubleType,
+    FloatType,
+    IcebergType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
 
 from features.definition import AggKind, FeatureView
 from parity.config import IcebergConfig
 from parity.errors import ConfigError
+from schemas import avro
 
 
 def tiles_table(view: FeatureView) -> str:
@@ -39,6 +54,10 @@ def tiles_table(view: FeatureView) -> str:
 
 def progress_table(view: FeatureView) -> str:
     return f"{view.qualified_name}_progress"
+
+
+def raw_table(view: FeatureView) -> str:
+    return f"{view.qualified_name}_raw"
 
 
 def open_catalog(cfg: IcebergConfig) -> Catalog:
@@ -78,6 +97,37 @@ def progress_schema() -> Schema:
     )
 
 
+def raw_schema(view: FeatureView) -> Schema:
+    """The reader schema's fields (timestamp-millis as timestamptz), then Kafka partition and offset."""
+    fields = []
+    for index, (name, sql_type) in enumerate(avro.flink_columns(avro.latest(view.source.schema)), start=1):
+        base = sql_type.removesuffix(" NOT NULL")
+        if base not in _ICEBERG_TYPES:
+            raise ConfigError(
+                f"{view.name}: source field {name!r} ({base}) has no Iceberg type for the archive"
+            )
+        fields.append(NestedField(index, name, _ICEBERG_TYPES[base], required=sql_type.endswith("NOT NULL")))
+    fields.append(NestedField(len(fields) + 1, "kafka_partition", IntegerType(), required=False))
+    fields.append(NestedField(len(fields) + 1, "kafka_offset", LongType(), required=False))
+    return Schema(*fields)
+
+
+def raw_columns(view: FeatureView) -> list[str]:
+    return [f.name for f in raw_schema(view).fields]
+
+
+_ICEBERG_TYPES: dict[str, IcebergType] = {
+    "STRING": StringType(),
+    "BOOLEAN": BooleanType(),
+    "INT": IntegerType(),
+    "BIGINT": LongType(),
+    "FLOAT": FloatType(),
+    "DOUBLE": DoubleType(),
+    "BYTES": BinaryType(),
+    "TIMESTAMP(3)": TimestamptzType(),
+}
+
+
 def ensure_tables(cfg: IcebergConfig, view: FeatureView) -> tuple[Table, Table]:
     """Create the view's tables when missing; return (tiles, progress). Safe to call again."""
     catalog = open_catalog(cfg)
@@ -90,6 +140,16 @@ def ensure_tables(cfg: IcebergConfig, view: FeatureView) -> tuple[Table, Table]:
         PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=DayTransform(), name="tile_day")),
     )
     progress = _ensure(catalog, f"{cfg.namespace}.{progress_table(view)}", progress_schema(), PartitionSpec())
+    raw = raw_schema(view)
+    event_time = raw.find_field(view.source.event_time_field).field_id
+    _ensure(
+        catalog,
+        f"{cfg.namespace}.{raw_table(view)}",
+        raw,
+        PartitionSpec(
+            PartitionField(source_id=event_time, field_id=1000, transform=DayTransform(), name="event_day")
+        ),
+    )
     return tiles, progress
 
 

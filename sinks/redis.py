@@ -22,7 +22,7 @@ from features.definition import FeatureView
 from parity.config import RedisConfig
 from parity.errors import SinkError
 from sinks.base import TileRow, WriteResult
-from sinks.redis_layout import completeness_key, encode_tile, entity_key
+from sinks.redis_layout import completeness_key, encode_tile, entity_key, late_events_key
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,21 @@ class RedisTileSink:
         except redis.RedisError as exc:
             raise SinkError(
                 f"Redis did not take the completeness watermark of {self._view.qualified_name}: {exc}"
+            ) from exc
+
+    def completeness_ms(self) -> int | None:
+        """The view's completeness watermark in Redis, if any tile was written."""
+        raw = self._require_client().get(completeness_key(self._cfg.key_prefix, self._view))
+        return int(raw) if raw is not None else None
+
+    def count_late(self, count: int) -> int:
+        """Add to the view's running total of late events; return the new total."""
+        client = self._require_client()
+        try:
+            return int(client.incrby(late_events_key(self._cfg.key_prefix, self._view), count))
+        except redis.RedisError as exc:
+            raise SinkError(
+                f"Redis did not take the late-event count of {self._view.qualified_name}: {exc}"
             ) from exc
 
     def flush(self) -> None:

@@ -6,6 +6,8 @@
   string for a NULL min/max).
 - ``<prefix>:<view>:v<version>:completeness`` holds the view's completeness
   watermark: epoch milliseconds up to which every tile has been written.
+- ``<prefix>:<view>:v<version>:late_events`` counts source events that
+  arrived after their tile had closed (at-least-once: a restart may recount).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ def entity_key(prefix: str, view: FeatureView, entity: str) -> str:
 
 def completeness_key(prefix: str, view: FeatureView) -> str:
     return f"{prefix}:{view.name}:v{view.version}:completeness"
+
+
+def late_events_key(prefix: str, view: FeatureView) -> str:
+    return f"{prefix}:{view.name}:v{view.version}:late_events"
 
 
 def encode_tile(row: TileRow) -> tuple[str, str]:

@@ -1,0 +1,280 @@
+"""Replaying a time range: recompute its tiles with the compiled pipeline, then swap them in.
+
+Protocol of one replay of [start, end):
+1. check the range (non-empty, aligned to the view's tile) and that the
+   source holds events in it;
+2. run ``replay.job`` (Flink batch, same compiled tile query) into two fresh
+   staging tables, so a failure leaves the view's tables untouched;
+3. compare the staged tiles with the tiles the offline table holds in the
+   range, and report rows to delete and to add (``dry_run`` stops here);
+4. replace exactly the range in the tiles table in one Iceberg commit (its
+   snapshot summary records view, version, range, source and row counts), and
+   the range's progress rows the same way;
+5. with ``to_online``, set the replayed tiles that are still inside the
+   online horizon in Redis, under the sink's usual version guard;
+6. drop the staging tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
+from pyiceberg.partitioning import PartitionSpec
+from pyiceberg.table import Table
+
+from features.definition import FeatureView
+from parity import jobctl
+from parity.config import IcebergConfig, RedisConfig
+from parity.errors import InputError, JobError
+from serving.assembly import from_ms, to_ms
+from sinks import iceberg
+from sinks.base import TileRow
+from sinks.redis import RedisTileSink
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class ReplaySummary:
+    view: str
+    start: datetime
+    end: datetime
+    source: str
+    events_read: int = 0
+    tiles_before: int = 0
+    tiles_after: int = 0
+    tiles_changed: int = 0
+    tiles_added: int = 0
+    tiles_removed: int = 0
+    online_written: int = 0
+    snapshot_id: int | None = None
+    dry_run: bool = False
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        verb = "would replace" if self.dry_run else "replaced"
+        out = [
+            f"{self.view}: {verb} tiles of [{self.start.isoformat()}, {self.end.isoformat()})"
+            f" from {self.source}",
+            f"  events read      {self.events_read}",
+            f"  tiles before     {self.tiles_before}",
+            f"  tiles after      {self.tiles_after}"
+            f"  (added {self.tiles_added}, removed {self.tiles_removed}, changed {self.tiles_changed})",
+        ]
+        if self.online_written:
+            out.append(f"  online tiles set {self.online_written}")
+        if self.snapshot_id is not None:
+            out.append(f"  Iceberg snapshot {self.snapshot_id}")
+        out.append(f"  elapsed          {self.seconds:.1f} s")
+        return out + [f"  note: {n}" for n in self.notes]
+
+
+def check_range(view: FeatureView, start: datetime, end: datetime) -> tuple[int, int]:
+    """Epoch-ms bounds of the range, or an InputError saying how to fix it."""
+    start_ms, end_ms = to_ms(start), to_ms(end)
+    if end_ms <= start_ms:
+        raise InputError(
+            f"empty or inverted range: --end {end.isoformat()} is not after --start {start.isoformat()}"
+        )
+    tile = view.tile_ms
+    for name, value in (("--start", start_ms), ("--end", end_ms)):
+        if value % tile:
+            below, above = from_ms(value - value % tile), from_ms(value - value % tile + tile)
+            raise InputError(
+                f"{name} {from_ms(value).isoformat()} is not aligned to the {view.name} tile "
+                f"({view.tile}); nearest aligned times: {below.isoformat()} or {above.isoformat()}"
+            )
+    return start_ms, end_ms
+
+
+def _range(column: str, start: datetime, end: datetime) -> BooleanExpression:
+    lower: BooleanExpression = GreaterThanOrEqual(column, start.isoformat())  # type: ignore[arg-type,call-arg]
+    upper: BooleanExpression = LessThan(column, end.isoformat())  # type: ignore[arg-type,call-arg]
+    return And(lower, upper)
+
+
+def _key(row: dict[str, object], key: str) -> tuple[object, object]:
+    return row[key], row["tile_start"]
+
+
+def replay(
+    view: FeatureView,
+    start: datetime,
+    end: datetime,
+    *,
+    source: str = "iceberg",
+    dry_run: bool = False,
+    to_online: bool = False,
+    topic: str | None = None,
+    say: Say = print,
+    job_env: dict[str, str] | None = None,
+) -> ReplaySummary:
+    """Replay [start, end) of a view; see the module docstring for the steps.
+
+    Raises:
+        InputError: the range is empty, inverted, unaligned, or has no source data.
+        JobError: the batch job failed; the view's tables are unchanged.
+    """
+    began = time.monotonic()
+    start_ms, end_ms = check_range(view, start, end)
+    cfg = IcebergConfig()
+    tiles_table, progress_table = iceberg.ensure_tables(cfg, view)
+    summary = ReplaySummary(view.qualified_name, start, end, source, dry_run=dry_run)
+    if source == "iceberg":
+        raw = iceberg.open_catalog(cfg).load_table(f"{cfg.namespace}.{iceberg.raw_table(view)}")
+        event_time = view.source.event_time_field
+        summary.events_read = raw.scan(
+            row_filter=_range(event_time, start, end), selected_fields=(event_time,)
+        ).count()
+        say(f"raw archive: {summary.events_read} events in range")
+        if summary.events_read == 0:
+            raise InputError(
+                f"the raw archive of {view.qualified_name} has no events in "
+                f"[{start.isoformat()}, {end.isoformat()}); nothing to replay "
+                "(has the streaming job run over this range? or try --source kafka)"
+            )
+
+    catalog = iceberg.open_catalog(cfg)
+    run_id = uuid.uuid4().hex[:8]
+    staging_tiles = f"{view.qualified_name}_replay_{run_id}_tiles"
+    staging_progress = f"{view.qualified_name}_replay_{run_id}_progress"
+    for name, schema in (
+        (staging_tiles, iceberg.tiles_schema(view)),
+        (staging_progress, iceberg.progress_schema()),
+    ):
+        catalog.create_table(f"{cfg.namespace}.{name}", schema=schema, partition_spec=PartitionSpec())
+    try:
+        say(f"running the {view.name} tile pipeline in Flink batch mode ({source}) ...")
+        _run_job(view, source, start_ms, end_ms, staging_tiles, staging_progress, run_id, topic, job_env)
+        staged = catalog.load_table(f"{cfg.namespace}.{staging_tiles}").scan().to_arrow()
+        staged_progress = catalog.load_table(f"{cfg.namespace}.{staging_progress}").scan().to_arrow()
+        if source == "kafka":
+            summary.events_read = int(pa.compute.sum(staged.column("events")).as_py() or 0)
+            if summary.events_read == 0:
+                raise InputError(
+                    f"{view.source.topic} has no events of {view.name} in the range; nothing to replay"
+                )
+        say(f"staged {staged.num_rows} tiles")
+        _compare(view, tiles_table, staged, start, end, summary)
+        if not dry_run:
+            summary.snapshot_id = _swap(tiles_table, staged, progress_table, staged_progress, view, summary)
+            say(f"committed Iceberg snapshot {summary.snapshot_id}")
+            if to_online:
+                summary.online_written = _to_online(view, staged)
+    finally:
+        for name in (staging_tiles, staging_progress):
+            with contextlib.suppress(Exception):
+                _purge(catalog, f"{cfg.namespace}.{name}")
+    summary.seconds = time.monotonic() - began
+    return summary
+
+
+def _run_job(
+    view: FeatureView,
+    source: str,
+    start_ms: int,
+    end_ms: int,
+    staging_tiles: str,
+    staging_progress: str,
+    run_id: str,
+    topic: str | None,
+    job_env: dict[str, str] | None,
+) -> None:
+    cmd = [str(jobctl.job_python()), "-m", "replay.job", "--view", view.name, "--source", source]
+    cmd += ["--start", str(start_ms), "--end", str(end_ms), "--run-id", run_id]
+    cmd += ["--staging-tiles", staging_tiles, "--staging-progress", staging_progress]
+    if topic:
+        cmd += ["--topic", topic]
+    log_path = jobctl.PROJECT_ROOT / ".parity" / "logs" / f"replay-{run_id}.log"
+    proc = jobctl.start_local(cmd, log_path, env=job_env)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        raise
+    if code != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        raise JobError(
+            f"the replay job failed (exit {code}); the view's tables are unchanged. Log {log_path}:\n{tail}"
+        )
+
+
+def _compare(
+    view: FeatureView, table: Table, staged: pa.Table, start: datetime, end: datetime, s: ReplaySummary
+) -> None:
+    key = view.entity.join_key
+    current = table.scan(row_filter=_range("tile_start", start, end)).to_arrow()
+    before = {_key(r, key): r for r in current.to_pylist()}
+    after = {_key(r, key): r for r in staged.to_pylist()}
+    s.tiles_before, s.tiles_after = len(before), len(after)
+    s.tiles_added = len(after.keys() - before.keys())
+    s.tiles_removed = len(before.keys() - after.keys())
+    s.tiles_changed = sum(1 for k in after.keys() & before.keys() if after[k] != before[k])
+
+
+def _swap(
+    tiles: Table,
+    staged: pa.Table,
+    progress: Table,
+    staged_progress: pa.Table,
+    view: FeatureView,
+    s: ReplaySummary,
+) -> int | None:
+    properties = {
+        "parity.operation": "replay",
+        "parity.view": view.name,
+        "parity.version": str(view.version),
+        "parity.range-start": s.start.isoformat(),
+        "parity.range-end": s.end.isoformat(),
+        "parity.source": s.source,
+        "parity.events-read": str(s.events_read),
+        "parity.tiles-deleted": str(s.tiles_before),
+        "parity.tiles-added": str(s.tiles_after),
+    }
+    tiles.overwrite(
+        staged.cast(tiles.schema().as_arrow()),
+        overwrite_filter=_range("tile_start", s.start, s.end),
+        snapshot_properties=properties,
+    )
+    progress.overwrite(
+        staged_progress.cast(progress.schema().as_arrow()),
+        overwrite_filter=_range("tile_start", s.start, s.end),
+        snapshot_properties=properties,
+    )
+    snapshot = tiles.current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
+
+
+def _to_online(view: FeatureView, staged: pa.Table) -> int:
+    """Set replayed tiles still inside the online horizon; older ones would be pruned anyway."""
+    sink = RedisTileSink(view, RedisConfig())
+    sink.open()
+    try:
+        newest_ms = sink.completeness_ms() or 0
+        horizon = newest_ms - int((view.longest_window + view.prune_margin) / timedelta(milliseconds=1))
+        key = view.entity.join_key
+        rows = []
+        for r in staged.to_pylist():
+            start_ms = to_ms(r["tile_start"])
+            if start_ms >= horizon:
+                values = tuple(r[a.name] for a in view.aggregations)
+                rows.append(TileRow(r[key], start_ms, to_ms(r["tile_end"]), r["events"], values))
+        written = 0
+        for i in range(0, len(rows), 1000):
+            written += sink.write(rows[i : i + 1000]).applied
+        return written
+    finally:
+        sink.close()
+
+
+def _purge(catalog: Catalog, identifier: str) -> None:
+    catalog.purge_table(identifier)
