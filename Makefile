@@ -12,10 +12,12 @@ JOB_STAMP := $(JOB_VENV)/.installed
 export PARITY_JOB_PYTHON ?= $(abspath $(JOB_PY))
 export PARITY_STACK_JOB_VENV ?= $(abspath $(JOB_VENV))
 
+PARITY_JAR := jobs/jvm/target/parity-flink-avro.jar
+
 DEMO_EVENTS ?= 6000
 DEMO_USERS ?= 100
 
-.PHONY: help setup up down status lint typecheck schemas unit integration test demo bench clean distclean
+.PHONY: help setup jar up down status lint typecheck schemas unit integration test demo bench clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,7 +25,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[client,dev]'
+	$(PY) -m pip install -q -e '.[client,dev,serve]'
 	touch $@
 
 $(JOB_STAMP): pyproject.toml
@@ -34,6 +36,13 @@ $(JOB_STAMP): pyproject.toml
 
 setup: $(STAMP) $(JOB_STAMP) ## create both environments and fetch the service binaries and jars
 	$(PY) -m stack fetch
+	$(MAKE) --no-print-directory jar
+
+$(PARITY_JAR): jobs/jvm/pom.xml $(shell find jobs/jvm/src -type f)
+	mvn -q -B -f jobs/jvm/pom.xml package
+
+jar: $(PARITY_JAR) $(JOB_STAMP) ## build the job's JVM decoder (jobs/jvm) and put it in PyFlink's lib/
+	cp $(PARITY_JAR) "$$($(JOB_PY) -c 'import os, pyflink; print(os.path.join(os.path.dirname(pyflink.__file__), "lib"))')/"
 
 up: setup ## start the local stack (Kafka, registry, Redis, Flink); a no-op when it is up
 	$(PY) -m stack up
@@ -51,13 +60,16 @@ lint: $(STAMP) ## ruff lint and format check
 typecheck: $(STAMP) ## mypy (strict) over the packages
 	$(VENV)/bin/mypy parity features schemas jobs sinks serving replay stack producer
 
+schemas: $(STAMP) ## every schema version BACKWARD compatible with the earlier ones (and the registry, when up)
+	$(PY) -m parity schemas check
+
 unit: $(STAMP) ## unit tests (no network)
 	$(PY) -m pytest tests/unit -q
 
 integration: up ## integration tests against the real local stack
 	$(PY) -m pytest tests/integration -q
 
-test: setup lint typecheck unit integration ## everything CI runs: lint, types, unit and integration tests
+test: setup lint typecheck schemas unit integration ## everything CI runs: lint, types, unit and integration tests
 
 demo: up ## start from a clean view, produce a sample, run the job, show Redis and Iceberg side by side
 	$(PY) -m parity reset --view user_stats --topic --yes

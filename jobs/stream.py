@@ -35,7 +35,8 @@ from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment
 
 from features.definition import FeatureView
 from features.registry import get_view
-from jobs.compiler import CompiledPipeline, compile_view, iceberg_catalog_ddl, kafka_source_ddl, quote
+from jobs.compiler import CompiledPipeline, compile_view, iceberg_catalog_ddl, quote
+from jobs.decode import decoded_source_statements
 from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RedisConfig, RegistryConfig
 from parity.errors import JobError
 from sinks import iceberg
@@ -153,10 +154,21 @@ def run(args: argparse.Namespace) -> int:
         env.get_config().set("execution.state-recovery.path", Path(args.from_checkpoint).resolve().as_uri())
     pipeline = compile_view(view)
     group_id = args.group_id or f"parity-{view.qualified_name}"
-    env.execute_sql(
-        kafka_source_ddl(pipeline, KafkaConfig(), RegistryConfig(), group_id=group_id, bounded=args.bounded)
+    kafka = KafkaConfig()
+    # Undecodable or invalid records go to the dead-letter topic instead of failing the job.
+    source = decoded_source_statements(
+        pipeline,
+        kafka,
+        RegistryConfig(),
+        group_id=group_id,
+        bounded=args.bounded,
+        dead_letter_topic=kafka.dead_letter_topic,
     )
+    for statement in source.statements:
+        env.execute_sql(statement)
     statements = bind_sinks(env, pipeline, IcebergConfig(), RedisConfig())
+    for insert in source.inserts:
+        statements.add_insert_sql(insert)
     result = statements.execute()
     client = result.get_job_client()
     if client is None:

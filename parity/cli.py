@@ -47,12 +47,15 @@ def _delegate(name: str, help_text: str, module: str) -> Callable[[_Subparsers],
     return add
 
 
-_DELEGATED = {"stack": "stack.cli", "produce": "producer.cli"}
+_DELEGATED = {"stack": "stack.cli", "produce": "producer.cli", "schemas": "schemas.cli"}
 _add_stack = _delegate(
     "stack", "start, stop and inspect the local services (Kafka, registry, Redis, Flink)", "stack.cli"
 )
 _add_produce = _delegate(
     "produce", "send Avro events to Kafka from a JSON-lines file or the generator", "producer.cli"
+)
+_add_schemas = _delegate(
+    "schemas", "check, register and compare the versioned Avro schemas under schemas/", "schemas.cli"
 )
 
 
@@ -416,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     adders: Sequence[Callable[[_Subparsers], None]] = (
         _add_stack,
         _add_produce,
+        _add_schemas,
         _add_job,
         _add_views,
         _add_features,

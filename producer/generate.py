@@ -31,6 +31,9 @@ from parity.errors import InputError
 # Late events must fit within the watermark delay of the view they feed.
 VIEW_MAX_OUT_OF_ORDERNESS: timedelta = ad_events.max_out_of_orderness
 
+# Device classes of schemas/ad_event v2 and their shares of traffic.
+_DEVICES = ("mobile", "desktop", "tablet")
+_DEVICE_WEIGHTS = (0.55, 0.35, 0.10)
 _DEFAULT_COUNTRIES = ("US", "DE", "FR", "GB", "BR", "IN", "JP", "ES")
 # Zipf exponent of user activity: the busiest user has ~150x the events of the quietest of 200.
 _ZIPF_EXPONENT = 0.95
@@ -105,6 +108,8 @@ def generate(cfg: GeneratorConfig) -> list[dict[str, Any]]:
         Avro-ready dicts for ``schemas/ad_event``, ``event_time`` a UTC ``datetime``.
     """
     rng = random.Random(cfg.seed)
+    # A separate stream: adding the device did not change any other generated value.
+    device_rng = random.Random(f"device-{cfg.seed}")
     width = len(str(cfg.users - 1))
     user_ids = [f"user-{i:0{width}d}" for i in range(cfg.users)]
     home = {u: rng.choice(cfg.countries) for u in user_ids}
@@ -139,6 +144,7 @@ def generate(cfg: GeneratorConfig) -> list[dict[str, Any]]:
             "country": home[user],
             # Clicks are billed per click, impressions per mille: two orders of magnitude apart.
             "cost": round(rng.uniform(0.2, 2.0) if is_click else rng.uniform(0.0005, 0.005), 6),
+            "device": device_rng.choices(_DEVICES, weights=_DEVICE_WEIGHTS)[0],
         }
         rows.append((delivery_ms, offset_ms, event))
     # Ties on delivery time keep event-time order, so only late events are ever out of order.

@@ -27,9 +27,7 @@ class BreakerState(Enum):
 class CircuitBreaker:
     """Thread-safe; ``clock`` is injectable for tests."""
 
-    def __init__(
-        self, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._threshold = failures
         self._cooldown = cooldown_s
         self._clock = clock

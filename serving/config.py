@@ -19,7 +19,7 @@ class ServingConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PARITY_SERVING_", extra="forbid", frozen=True)
 
     # Upper bound of one Redis call (connect and reply). A read never waits longer.
-    timeout_s: float = Field(default=0.1, gt=0, le=30)
+    timeout_s: float = Field(default=0.25, gt=0, le=30)
     # After this many consecutive failed reads the breaker opens and reads fail fast.
     breaker_failures: int = Field(default=5, ge=1)
     # How long an open breaker fails fast before one probe read is let through.

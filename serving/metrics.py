@@ -83,7 +83,10 @@ class SkewMetrics:
             registry=registry,
         )
         self.threshold = Gauge(
-            "feature_skew_threshold", "The ratio above which the skew check fails.", ["view"], registry=registry
+            "feature_skew_threshold",
+            "The ratio above which the skew check fails.",
+            ["view"],
+            registry=registry,
         )
         self.last_run = Gauge(
             "feature_skew_last_run_timestamp_seconds",

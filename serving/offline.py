@@ -1,4 +1,11 @@
-"""Offline reads: Iceberg tiles → ``assemble``, pinned to one table snapshot.
+"""Offline reads: Iceberg tiles, pinned to one table snapshot.
+
+Two ways in:
+- ``load_tiles(...).features(entity, as_of)``: one entity at one time, through
+  ``assemble`` (the reference);
+- ``get_historical_features(entity_df, features)``: a training set, every row
+  an entity and a time, computed column-wise (``serving.historical``) and held
+  to ``assemble`` by the tests.
 
 Values as of t use only tiles that end at or before t, and the completeness
 watermark as it stood at t (the newest closed period ending at or before t),
@@ -9,10 +16,12 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 from pyiceberg.table import Table
 
 from features.definition import FeatureView
@@ -20,6 +29,9 @@ from parity.config import IcebergConfig
 from parity.errors import ReadError
 from serving.assembly import FeatureValue, Tile, assemble, to_ms
 from sinks import iceberg
+
+if TYPE_CHECKING:
+    from serving.historical import HistoricalFeatures
 
 
 @dataclass
@@ -31,6 +43,8 @@ class OfflineTiles:
     by_entity: dict[str, list[Tile]] = field(default_factory=dict)
     # Ends of the closed tile periods, ascending: the completeness history.
     period_ends_ms: list[int] = field(default_factory=list)
+    # The same tiles as read from Iceberg, one row per tile (join key, tile_start, events, aggregates).
+    arrow: pa.Table | None = None
 
     def completeness_at(self, as_of_ms: int) -> int | None:
         index = bisect_right(self.period_ends_ms, as_of_ms)
@@ -40,9 +54,22 @@ class OfflineTiles:
         """Every feature of one entity as of a time, from this snapshot."""
         return assemble(self.view, self.by_entity.get(entity, []), as_of, self.completeness_at(to_ms(as_of)))
 
-
-def _ms(value: datetime) -> int:
-    return to_ms(value)
+    def to_arrow(self) -> pa.Table:
+        """The tiles as a table: join key, tile_start (epoch ms), events, one column per aggregation."""
+        if self.arrow is not None:
+            return self.arrow
+        key = self.view.entity.join_key
+        rows = [(e, t) for e, tiles in self.by_entity.items() for t in tiles]
+        columns: dict[str, Any] = {
+            key: pa.array([e for e, _ in rows], pa.string()),
+            "tile_start": pa.array([t.start_ms for _, t in rows], pa.int64()),
+            "events": pa.array([t.events for _, t in rows], pa.int64()),
+        }
+        for index, agg in enumerate(self.view.aggregations):
+            kind = pa.int64() if agg.is_integer else pa.float64()
+            columns[agg.name] = pa.array([t.values[index] for _, t in rows], kind)
+        self.arrow = pa.table(columns)
+        return self.arrow
 
 
 def load_tiles(cfg: IcebergConfig, view: FeatureView, snapshot_id: int | None = None) -> OfflineTiles:
@@ -50,10 +77,12 @@ def load_tiles(cfg: IcebergConfig, view: FeatureView, snapshot_id: int | None = 
 
     Args:
         snapshot_id: a tiles-table snapshot to pin to (reproducible training
-            sets); the current one by default.
+            sets); the current one by default. The progress table is read as
+            it stood when that snapshot was committed.
 
     Raises:
-        ReadError: the tables do not exist (the job has never run for this view).
+        ReadError: the tables do not exist (the job has never run for this view),
+            or the snapshot does not.
     """
     catalog = iceberg.open_catalog(cfg)
     try:
@@ -69,22 +98,63 @@ def load_tiles(cfg: IcebergConfig, view: FeatureView, snapshot_id: int | None = 
         raise ReadError(f"{iceberg.tiles_table(view)} has no snapshot {snapshot_id}")
     result = OfflineTiles(view, snapshot.snapshot_id if snapshot else None)
     if snapshot is None:
+        result.arrow = result.to_arrow()
         return result
     key = view.entity.join_key
     columns = [key, "tile_start", "events", *(a.name for a in view.aggregations)]
     table = tiles_table.scan(selected_fields=tuple(columns), snapshot_id=snapshot.snapshot_id).to_arrow()
+    starts = table.column("tile_start").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+    table = table.set_column(table.schema.get_field_index("tile_start"), "tile_start", starts)
+    table = table.select(columns)
+    result.arrow = table
     by_entity: dict[str, list[Tile]] = defaultdict(list)
     data = {name: table.column(name).to_pylist() for name in columns}
     aggs = [data[a.name] for a in view.aggregations]
     for i, entity in enumerate(data[key]):
         by_entity[entity].append(
-            Tile(_ms(data["tile_start"][i]), data["events"][i], tuple(col[i] for col in aggs))
+            Tile(data["tile_start"][i], data["events"][i], tuple(col[i] for col in aggs))
         )
     for tiles in by_entity.values():
         tiles.sort(key=lambda t: t.start_ms)
     result.by_entity = dict(by_entity)
-    ends: Iterable[datetime] = (
-        progress_table.scan(selected_fields=("tile_end",)).to_arrow().column(0).to_pylist()
+    result.period_ends_ms = _period_ends(
+        progress_table, None if snapshot_id is None else snapshot.timestamp_ms
     )
-    result.period_ends_ms = sorted({_ms(e) for e in ends})
     return result
+
+
+def _period_ends(progress: Table, as_of_commit_ms: int | None) -> list[int]:
+    """Ends of the closed periods, from the progress table as of a commit time (current when None)."""
+    snapshot = progress.current_snapshot()
+    if as_of_commit_ms is not None:
+        older = [s for s in progress.snapshots() if s.timestamp_ms <= as_of_commit_ms]
+        snapshot = max(older, key=lambda s: s.timestamp_ms) if older else None
+    if snapshot is None:
+        return []
+    ends = progress.scan(selected_fields=("tile_end",), snapshot_id=snapshot.snapshot_id).to_arrow()
+    column = ends.column(0).cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+    return sorted(set(column.to_pylist()))
+
+
+def get_historical_features(
+    entity_df: Any,
+    features: Sequence[str],
+    *,
+    cfg: IcebergConfig | None = None,
+    views: Mapping[str, FeatureView] | None = None,
+    timestamp_column: str = "event_timestamp",
+    snapshot_ids: Mapping[str, int] | None = None,
+    tiles: Mapping[str, OfflineTiles] | None = None,
+) -> HistoricalFeatures:
+    """Point-in-time features for every row of ``entity_df``; see ``serving.historical``."""
+    from serving.historical import get_historical_features as compute
+
+    return compute(
+        entity_df,
+        features,
+        cfg=cfg,
+        views=views,
+        timestamp_column=timestamp_column,
+        snapshot_ids=snapshot_ids,
+        tiles=tiles,
+    )

@@ -20,11 +20,12 @@ Tables, in the configured namespace:
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -46,6 +47,8 @@ from features.definition import AggKind, FeatureView
 from parity.config import IcebergConfig
 from parity.errors import ConfigError
 from schemas import avro
+
+log = logging.getLogger(__name__)
 
 
 def tiles_table(view: FeatureView) -> str:
@@ -154,12 +157,28 @@ def ensure_tables(cfg: IcebergConfig, view: FeatureView) -> tuple[Table, Table]:
 
 
 def _ensure(catalog: Catalog, identifier: str, schema: Schema, spec: PartitionSpec) -> Table:
+    """Load or create a table; a newer schema's added fields are added to an existing table.
+
+    Added Avro fields are BACKWARD compatible, so the archive evolves with the
+    reader schema instead of failing the job that writes it.
+    """
     try:
-        return catalog.load_table(identifier)
+        table = catalog.load_table(identifier)
     except NoSuchTableError:
+        table = None
+    if table is not None:
+        missing = {f.name for f in schema.fields} - {f.name for f in table.schema().fields}
+        if missing:
+            log.info("adding columns %s to %s", sorted(missing), identifier)
+            with table.update_schema() as update:
+                update.union_by_name(schema)
+        return table
+    try:
         return catalog.create_table(
             identifier, schema=schema, partition_spec=spec, properties={"format-version": "2"}
         )
+    except TableAlreadyExistsError:  # created meanwhile by another process
+        return catalog.load_table(identifier)
 
 
 def sql_table(cfg: IcebergConfig, name: str) -> str:

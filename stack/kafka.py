@@ -53,6 +53,11 @@ def server_properties(cfg: StackConfig, data_dir: Path) -> str:
         # One node: every internal topic must live with a single replica.
         "default.replication.factor": "1",
         "min.insync.replicas": "1",
+        # Records carry their event time as timestamp (so a replay can map a time range to
+        # offsets), and retention is measured on it: with time-based retention, replayed or
+        # historical events would be deleted minutes after they are written. The local stack
+        # keeps everything; the raw archive in Iceberg is what outlives retention in production.
+        "log.retention.ms": "-1",
         "offsets.topic.replication.factor": "1",
         "transaction.state.log.replication.factor": "1",
         "transaction.state.log.min.isr": "1",

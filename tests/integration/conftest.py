@@ -87,7 +87,7 @@ class Isolated:
             bounded=bounded,
             drain=drain,
             from_checkpoint=from_checkpoint,
-            group_id=f"it-{self.suffix}",
+            group_id=f"it-{self.suffix}-{view}",
             topic=self.topic,
         )
         proc = jobctl.start_local(cmd, self.log, env=self.env())

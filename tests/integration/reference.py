@@ -18,15 +18,20 @@ def ms(t: datetime) -> int:
     return int(t.timestamp() * 1000)
 
 
-def tiles(events) -> dict[tuple[str, int], tuple[int, int, int]]:
-    """(user, hour start ms) -> (events, impressions, clicks)."""
-    acc: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0])
+def is_mobile_click(e) -> bool:
+    return e["event_type"] == "click" and e.get("device") == "mobile"
+
+
+def tiles(events) -> dict[tuple[str, int], tuple[int, int, int, int]]:
+    """(user, hour start ms) -> (events, impressions, clicks, mobile clicks)."""
+    acc: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for e in events:
         t = ms(e["event_time"])
         row = acc[(e["user_id"], t - t % HOUR_MS)]
         row[0] += 1
         row[1] += e["event_type"] == "impression"
         row[2] += e["event_type"] == "click"
+        row[3] += is_mobile_click(e)
     return {k: tuple(v) for k, v in acc.items()}
 
 
@@ -37,6 +42,8 @@ class Windows:
         times: dict[tuple[str, str], list[int]] = defaultdict(list)
         for e in events:
             times[(e["user_id"], e["event_type"])].append(ms(e["event_time"]))
+            if is_mobile_click(e):
+                times[(e["user_id"], "mobile_click")].append(ms(e["event_time"]))
         self._times = {k: sorted(v) for k, v in times.items()}
 
     def count(self, user: str, event_type: str, end_ms: int, window_ms: int) -> int:
@@ -52,9 +59,11 @@ class Windows:
             seen = imps + clicks > 0
             out[f"impressions_{label}"] = imps if seen else None
             out[f"clicks_{label}"] = clicks if seen else None
-        imps7, clicks7 = out["impressions_7d"], out["clicks_7d"]
-        if imps7 is None or clicks7 is None:
-            out["click_rate_7d"] = None
+            out[f"mobile_clicks_{label}"] = self.count(user, "mobile_click", end_ms, size) if seen else None
+        imps7, clicks7, mobile7 = out["impressions_7d"], out["clicks_7d"], out["mobile_clicks_7d"]
+        if imps7 is None or clicks7 is None or mobile7 is None:
+            out["click_rate_7d"] = out["mobile_click_share_7d"] = None
         else:
             out["click_rate_7d"] = 0.0 if imps7 == 0 else clicks7 / imps7
+            out["mobile_click_share_7d"] = 0.0 if clicks7 == 0 else mobile7 / clicks7
         return out

@@ -34,7 +34,9 @@ def test_submit_list_and_cancel_on_the_standalone_cluster(isolated, monkeypatch,
     job_id = submitted.group(1)
     try:
         assert jobctl.flink_cli(["list", "--running"]) == 0
-        assert re.search(rf"{job_id} : parity-user_stats_v1 \(RUNNING\)", capfd.readouterr().out)
+        assert re.search(
+            rf"{job_id} : parity-{user_stats.qualified_name} \(RUNNING\)", capfd.readouterr().out
+        )
 
         store = OnlineStore(isolated.redis)
         try:

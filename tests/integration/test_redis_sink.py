@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from features.user_stats import view as user_stats
 from sinks.base import TileRow
 from sinks.redis import RedisTileSink
 from sinks.redis_layout import entity_key
+from tests.unit.views import user_stats
 
 pytestmark = pytest.mark.integration
 

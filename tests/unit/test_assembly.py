@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from features.definition import AggKind, Aggregation, OnStale
-from features.user_stats import view as user_stats
 from serving.assembly import Status, Tile, assemble, to_ms
+from tests.unit.views import user_stats
 
 HOUR = 3_600_000
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -15,9 +15,12 @@ def test_user_stats_features_are_declared_in_order():
         "impressions_7d",
         "clicks_1d",
         "clicks_7d",
+        "mobile_clicks_1d",
+        "mobile_clicks_7d",
         "click_rate_7d",
+        "mobile_click_share_7d",
     )
-    assert user_stats.qualified_name == "user_stats_v1"
+    assert user_stats.qualified_name == "user_stats_v2"
     assert user_stats.source.subject == "ad-events-value"
 
 

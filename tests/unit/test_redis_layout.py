@@ -1,6 +1,6 @@
-from features.user_stats import view as user_stats
 from sinks.base import TileRow
 from sinks.redis_layout import completeness_key, decode_tile, encode_tile, entity_key
+from tests.unit.views import user_stats
 
 
 def test_tile_round_trips_through_its_redis_encoding():

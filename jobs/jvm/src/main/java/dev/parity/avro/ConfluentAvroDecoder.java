@@ -88,7 +88,7 @@ final class ConfluentAvroDecoder {
         } catch (EOFException e) {
             return Outcome.bad(Reason.TRUNCATED, "the Avro body ends before the record does", id);
         } catch (IOException | AvroRuntimeException | IndexOutOfBoundsException | ClassCastException
-                 | NegativeArraySizeException | OutOfMemoryError e) {
+                 | NegativeArraySizeException e) {
             return Outcome.bad(Reason.NOT_AVRO,
                 "not an Avro encoding of writer schema " + id + ": " + e.getClass().getSimpleName() + ": "
                     + e.getMessage(), id);

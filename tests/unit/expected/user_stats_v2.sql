@@ -6,8 +6,9 @@ SELECT
   CAST(TIMESTAMPDIFF(MINUTE, TIMESTAMP '1970-01-01 00:00:00', window_start) AS BIGINT) * 60000 AS tile_start_ms,
   COUNT(*) AS events,
   COUNT(*) FILTER (WHERE event_type = 'impression') AS `impressions`,
-  COUNT(*) FILTER (WHERE event_type = 'click') AS `clicks`
-FROM TABLE(TUMBLE(TABLE `user_stats_v1_events`, DESCRIPTOR(`event_time`), INTERVAL '1' HOUR(2)))
+  COUNT(*) FILTER (WHERE event_type = 'click') AS `clicks`,
+  COUNT(*) FILTER (WHERE event_type = 'click' AND device = 'mobile') AS `mobile_clicks`
+FROM TABLE(TUMBLE(TABLE `user_stats_v2_events`, DESCRIPTOR(`event_time`), INTERVAL '1' HOUR(2)))
 WHERE `user_id` IS NOT NULL AND CHAR_LENGTH(`user_id`) > 0
 GROUP BY `user_id`, window_start, window_end, window_time;
 
@@ -17,5 +18,5 @@ SELECT
   CAST(TIMESTAMPDIFF(MINUTE, TIMESTAMP '1970-01-01 00:00:00', window_end) AS BIGINT) * 60000 AS tile_end_ms,
   COUNT(*) AS entities,
   SUM(events) AS events
-FROM TABLE(TUMBLE(TABLE `user_stats_v1_tiles`, DESCRIPTOR(tile_time), INTERVAL '1' HOUR(2)))
+FROM TABLE(TUMBLE(TABLE `user_stats_v2_tiles`, DESCRIPTOR(tile_time), INTERVAL '1' HOUR(2)))
 GROUP BY window_start, window_end;

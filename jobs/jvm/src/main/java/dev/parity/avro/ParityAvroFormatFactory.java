@@ -1,0 +1,83 @@
+package dev.parity.avro;
+
+import org.apache.flink.api.common.serialization.DeserializationSchema;
+import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.configuration.ConfigOption;
+import org.apache.flink.configuration.ReadableConfig;
+import org.apache.flink.table.connector.ChangelogMode;
+import org.apache.flink.table.connector.format.DecodingFormat;
+import org.apache.flink.table.connector.source.DynamicTableSource;
+import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.factories.DeserializationFormatFactory;
+import org.apache.flink.table.factories.DynamicTableFactory;
+import org.apache.flink.table.factories.FactoryUtil;
+import org.apache.flink.table.types.DataType;
+import org.apache.flink.table.types.logical.RowType;
+
+import java.time.Duration;
+import java.util.Set;
+
+/**
+ * The 'parity-avro' format: Confluent-framed Avro in, one row per record out, never an exception.
+ *
+ * <p>The table's physical columns are the reader schema's fields (by name; any subset) plus the
+ * dead-letter columns {@code dlq_reason STRING}, {@code dlq_detail STRING}, {@code dlq_schema_id INT}
+ * and {@code dlq_value BYTES}. A good record has its fields set and {@code dlq_reason} NULL; a bad
+ * one has every field NULL, {@code dlq_reason} set and {@code dlq_value} holding the original bytes.
+ * Routing (good rows to the features, bad rows to the dead-letter topic) is plain SQL on top.
+ */
+public final class ParityAvroFormatFactory implements DeserializationFormatFactory {
+
+    public static final String IDENTIFIER = "parity-avro";
+
+    @Override
+    public String factoryIdentifier() {
+        return IDENTIFIER;
+    }
+
+    @Override
+    public Set<ConfigOption<?>> requiredOptions() {
+        return Set.of(ParityAvroOptions.URL, ParityAvroOptions.SCHEMA);
+    }
+
+    @Override
+    public Set<ConfigOption<?>> optionalOptions() {
+        return Set.of(
+            ParityAvroOptions.KEY_FIELD,
+            ParityAvroOptions.EVENT_TIME_FIELD,
+            ParityAvroOptions.MAX_FUTURE,
+            ParityAvroOptions.REGISTRY_TIMEOUT,
+            ParityAvroOptions.REGISTRY_BACKOFF);
+    }
+
+    @Override
+    public DecodingFormat<DeserializationSchema<RowData>> createDecodingFormat(
+            DynamicTableFactory.Context context, ReadableConfig options) {
+        FactoryUtil.validateFactoryOptions(this, options);
+        String url = options.get(ParityAvroOptions.URL);
+        String schema = options.get(ParityAvroOptions.SCHEMA);
+        String keyField = options.getOptional(ParityAvroOptions.KEY_FIELD).orElse(null);
+        String timeField = options.getOptional(ParityAvroOptions.EVENT_TIME_FIELD).orElse(null);
+        Duration maxFuture = options.get(ParityAvroOptions.MAX_FUTURE);
+        Duration timeout = options.get(ParityAvroOptions.REGISTRY_TIMEOUT);
+        Duration backoff = options.get(ParityAvroOptions.REGISTRY_BACKOFF);
+        // Fail at planning time, not in the task, when the schema or the columns do not fit.
+        RowBuilder.check(schema, keyField, timeField);
+        return new DecodingFormat<>() {
+            @Override
+            public DeserializationSchema<RowData> createRuntimeDecoder(
+                    DynamicTableSource.Context ctx, DataType physicalDataType) {
+                RowType rowType = (RowType) physicalDataType.getLogicalType();
+                RowBuilder.check(schema, rowType);
+                TypeInformation<RowData> typeInfo = ctx.createTypeInformation(physicalDataType);
+                return new ParityAvroDeserializationSchema(
+                    rowType, typeInfo, url, schema, keyField, timeField, maxFuture, timeout, backoff);
+            }
+
+            @Override
+            public ChangelogMode getChangelogMode() {
+                return ChangelogMode.insertOnly();
+            }
+        };
+    }
+}

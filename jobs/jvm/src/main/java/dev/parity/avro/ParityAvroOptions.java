@@ -1,0 +1,47 @@
+package dev.parity.avro;
+
+import org.apache.flink.configuration.ConfigOption;
+import org.apache.flink.configuration.ConfigOptions;
+
+import java.time.Duration;
+
+/** Options of the 'parity-avro' format, written {@code 'parity-avro.<key>'} in a table's WITH clause. */
+public final class ParityAvroOptions {
+
+    private ParityAvroOptions() { }
+
+    public static final ConfigOption<String> URL = ConfigOptions.key("url")
+        .stringType()
+        .noDefaultValue()
+        .withDescription("Confluent-compatible schema registry URL; writer schemas are fetched by id.");
+
+    public static final ConfigOption<String> SCHEMA = ConfigOptions.key("schema")
+        .stringType()
+        .noDefaultValue()
+        .withDescription("The reader schema (Avro JSON); every writer version is resolved to it.");
+
+    public static final ConfigOption<String> KEY_FIELD = ConfigOptions.key("key-field")
+        .stringType()
+        .noDefaultValue()
+        .withDescription("Entity key field; a null or empty value is a dead letter (missing_entity_key).");
+
+    public static final ConfigOption<String> EVENT_TIME_FIELD = ConfigOptions.key("event-time-field")
+        .stringType()
+        .noDefaultValue()
+        .withDescription("timestamp-millis field checked against 1970 and the allowed future skew.");
+
+    public static final ConfigOption<Duration> MAX_FUTURE = ConfigOptions.key("max-future")
+        .durationType()
+        .defaultValue(Duration.ofDays(1))
+        .withDescription("How far past the wall clock an event time may be before it is a dead letter.");
+
+    public static final ConfigOption<Duration> REGISTRY_TIMEOUT = ConfigOptions.key("registry-timeout")
+        .durationType()
+        .defaultValue(Duration.ofSeconds(2))
+        .withDescription("Connect and response timeout of one registry request.");
+
+    public static final ConfigOption<Duration> REGISTRY_BACKOFF = ConfigOptions.key("registry-backoff")
+        .durationType()
+        .defaultValue(Duration.ofSeconds(5))
+        .withDescription("After a failed request, how long unknown ids are dead-lettered without asking again.");
+}

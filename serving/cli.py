@@ -1,0 +1,158 @@
+"""``python -m serving``: the HTTP feature server and the skew check.
+
+    python -m serving serve [--host 127.0.0.1] [--port 8000]
+    python -m serving skew user_stats [--sample 200] [--threshold 0.01] [--every 60s]
+                                      [--metrics-port 9464 | --textfile PATH] [--json]
+
+Every failure exits 1 with a one-line cause; the skew check exits 1 when the
+share of differing entities is above the threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from parity.errors import InputError, ParityError
+
+log = logging.getLogger(__name__)
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """``60s``, ``5m``, ``1h``, ``500ms`` or plain seconds → seconds."""
+    match = _DURATION.match(text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration such as 60s, 5m or 1h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serving", description="parity feature serving")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="HTTP server: POST /features, GET /metrics, GET /healthz",
+        description="Serve online features over HTTP. Limits, timeouts and tracing come from "
+        "PARITY_SERVING_*; Redis from PARITY_REDIS_*.",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=_cmd_serve)
+
+    skew = sub.add_parser(
+        "skew",
+        help="compare what Redis serves with Iceberg as of the completeness watermark",
+        description="Sample entities of a view, read them online and offline as of the online "
+        "completeness watermark, print a summary and export Prometheus gauges. Exits 1 when the "
+        "share of entities that differ (or are missing on one side) is above --threshold.",
+    )
+    skew.add_argument("view", help="feature view name")
+    skew.add_argument("--sample", type=int, default=200, help="entities to compare (default 200)")
+    skew.add_argument("--threshold", type=float, default=0.0, help="largest acceptable skew ratio (0..1)")
+    skew.add_argument("--seed", type=int, help="sampling seed (default: random)")
+    skew.add_argument("--snapshot-id", type=int, help="Iceberg tiles snapshot to compare with")
+    skew.add_argument("--every", type=parse_duration, help="run periodically, e.g. 60s; until Ctrl-C")
+    skew.add_argument("--runs", type=int, default=0, help="with --every: stop after N runs (0: never)")
+    target = skew.add_mutually_exclusive_group()
+    target.add_argument("--metrics-port", type=int, help="serve the skew gauges on this port")
+    target.add_argument("--textfile", type=Path, help="write the gauges here (node-exporter textfile)")
+    skew.add_argument("--json", action="store_true", help="machine-readable summary")
+    skew.set_defaults(func=_cmd_skew)
+    return parser
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.config import ServingConfig
+    from serving.online import OnlineStore
+    from serving.server import create_app
+    from serving.telemetry import setup_tracing
+
+    cfg = ServingConfig()
+    provider = setup_tracing(cfg)
+    store = OnlineStore(serving=cfg)
+    try:
+        uvicorn.run(create_app(store, cfg), host=args.host, port=args.port, log_config=None)
+    finally:
+        store.close()
+        if provider is not None:
+            provider.shutdown()
+    return 0
+
+
+def _cmd_skew(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
+
+    from features.registry import get_view
+    from parity.config import IcebergConfig
+    from serving.metrics import SkewMetrics
+    from serving.offline import load_tiles
+    from serving.online import OnlineStore
+    from serving.skew import check_skew, export
+
+    if not 0 <= args.threshold <= 1:
+        raise InputError(f"--threshold {args.threshold} must be between 0 and 1")
+    if args.sample < 1:
+        raise InputError("--sample must be at least 1")
+    view = get_view(args.view)
+    registry = CollectorRegistry()
+    metrics = SkewMetrics(registry)
+    if args.metrics_port is not None:
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+    store = OnlineStore(views={view.name: view})
+    code = 0
+    runs = 0
+    try:
+        while True:
+            offline = load_tiles(IcebergConfig(), view, args.snapshot_id)
+            report = check_skew(view, store, offline, sample=args.sample, seed=args.seed)
+            export(report, metrics, args.threshold)
+            if args.textfile is not None:
+                write_to_textfile(str(args.textfile), registry)
+            code = 1 if report.ratio > args.threshold else 0
+            if args.json:
+                print(json.dumps({**report.as_dict(), "threshold": args.threshold, "ok": code == 0}))
+            else:
+                verdict = "ok" if code == 0 else f"above the threshold {args.threshold:.2%}"
+                print(f"{report.line()}: {verdict}")
+                for example in report.examples:
+                    print(f"  {example['entity']}: {json.dumps(example['features'])}")
+            sys.stdout.flush()
+            runs += 1
+            if args.every is None or (args.runs and runs >= args.runs):
+                return code
+            time.sleep(args.every)
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from serving.telemetry import configure_logging
+
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    args = build_parser().parse_args(argv)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        code: int = args.func(args)
+    except ParityError as exc:
+        print(f"serving: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

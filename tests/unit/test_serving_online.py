@@ -1,0 +1,190 @@
+"""The online read path without a network: parsing, refusals, statuses, breaker and metrics."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+
+from parity.config import RedisConfig
+from parity.errors import ReadError
+from serving import online
+from serving.assembly import Status, assemble, to_ms
+from serving.breaker import BreakerState
+from serving.config import ServingConfig
+from serving.metrics import ServingMetrics
+from serving.online import OnlineStore
+from sinks.base import TileRow
+from tests.unit.test_serving_fakes import FakeRedis, down
+from tests.unit.test_serving_historical import spend
+from tests.unit.views import user_stats
+
+HOUR = 3_600_000
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+VIEWS = {"user_stats": user_stats, "spend": spend}
+ALL = [f"user_stats:{f}" for f in user_stats.feature_names] + [f"spend:{f}" for f in spend.feature_names]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    client = FakeRedis(VIEWS, prefix="t")
+    monkeypatch.setattr(online, "connect", lambda cfg, timeout_s: client)
+    return client
+
+
+def make_store(**serving):
+    metrics = ServingMetrics(CollectorRegistry())
+    cfg = ServingConfig(**{"breaker_failures": 3, "breaker_cooldown_s": 0.2, **serving})
+    return OnlineStore(RedisConfig(key_prefix="t"), VIEWS, serving=cfg, metrics=metrics), metrics
+
+
+def sample(metrics, name, **labels):
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def fill(fake, rng, users):
+    for u in range(users):
+        for s in sorted(rng.sample(range(0, 24 * 10), rng.randint(0, 60))):
+            start = to_ms(T0) + s * HOUR
+            fake.put(
+                user_stats, TileRow(f"u{u}", start, start + HOUR, 4, (rng.randint(0, 3), rng.randint(0, 1)))
+            )
+            amount = round(rng.uniform(0, 50), 3)
+            fake.put(spend, TileRow(f"u{u}", start, start + HOUR, 1, (1, amount, amount, None)))
+    fake.set_completeness(user_stats, to_ms(T0) + 24 * 10 * HOUR)
+    fake.set_completeness(spend, to_ms(T0) + 24 * 8 * HOUR)
+
+
+def test_many_views_and_entities_in_one_round_trip_equal_assemble(fake):
+    rng = random.Random(3)
+    fill(fake, rng, users=150)  # more than one script call per view (CHUNK entities each)
+    store, metrics = make_store()
+    rows = [{"user_id": f"u{u}"} for u in range(151)]  # u150 has no tiles
+    for _ in range(5):
+        as_of = T0 + timedelta(minutes=rng.randint(0, 12 * 24 * 60))
+        before = fake.round_trips
+        got = store.get_online_features(ALL, rows, as_of=as_of)
+        assert fake.round_trips == before + 1
+        for view in (user_stats, spend):
+            completeness = int(fake.strings[f"t:{view.name}:v1:completeness"])
+            for row, values in zip(rows, got, strict=True):
+                expected = assemble(view, store.tiles(view, row["user_id"]), as_of, completeness)
+                for name in view.feature_names:
+                    assert values[f"{view.name}:{name}"] == expected[name], (row, name)
+    assert sample(metrics, "feature_fetch_latency_seconds_count", source="redis") == 5
+    assert sample(metrics, "feature_defaults_served_total", view="user_stats", reason="missing") > 0
+
+
+@pytest.mark.parametrize(
+    ("features", "rows", "message"),
+    [
+        (["nope:clicks_7d"], [{"user_id": "u"}], "unknown view 'nope'"),
+        (["user_stats:clicks_2d"], [{"user_id": "u"}], "has no 'clicks_2d'"),
+        (["clicks_7d"], [{"user_id": "u"}], "must be written <view>:<feature>"),
+        (["user_stats:clicks_7d"], [{"user": "u"}], "lacks the join key 'user_id'"),
+        (["user_stats:clicks_7d"], [{"user_id": 7}], "must be a non-empty string, got int 7"),
+        (["user_stats:clicks_7d"], [{"user_id": ""}], "must be a non-empty string"),
+        (["user_stats:clicks_7d"], ["u1"], "must be a mapping"),
+    ],
+)
+def test_bad_requests_are_refused_before_redis_is_asked(fake, features, rows, message):
+    store, _ = make_store()
+    with pytest.raises(ReadError, match=message):
+        store.get_online_features(features, rows)
+    assert fake.round_trips == 0
+
+
+def test_naive_as_of_is_refused(fake):
+    store, _ = make_store()
+    with pytest.raises(ValueError, match="naive datetime"):
+        store.get_online_features(["user_stats:clicks_7d"], [{"user_id": "u"}], as_of=datetime(2026, 1, 1))
+
+
+def test_redis_down_serves_defaults_with_status_error_and_counts(fake):
+    store, metrics = make_store()
+    fake.fail = down()
+    got = store.get_online_features(["user_stats:click_rate_7d", "spend:amount_1d"], [{"user_id": "u"}] * 2)
+    assert [v.status for row in got for v in row.values()] == [Status.ERROR] * 4
+    assert got[0]["user_stats:click_rate_7d"].value == 0.02
+    assert sample(metrics, "feature_fetch_errors_total", source="redis", reason="unavailable") == 1
+    assert sample(metrics, "feature_defaults_served_total", view="user_stats", reason="error") == 2
+
+
+def test_breaker_fails_fast_after_n_failures_then_probes_once_and_recovers(fake):
+    store, metrics = make_store()
+    fake.fail = down()
+    request = (["user_stats:clicks_7d"], [{"user_id": "u"}])
+    for _ in range(3):
+        store.get_online_features(*request)
+    assert fake.round_trips == 3
+    assert store.breaker_state is BreakerState.OPEN
+    assert sample(metrics, "feature_fetch_circuit_open", source="redis") == 1
+    for _ in range(50):  # a thundering herd: nobody reaches Redis
+        assert store.get_online_features(*request)[0]["user_stats:clicks_7d"].status is Status.ERROR
+    assert fake.round_trips == 3
+    assert sample(metrics, "feature_fetch_errors_total", source="redis", reason="circuit_open") == 50
+
+    time.sleep(0.25)  # the cool-down passes: one probe, still failing, opens it again
+    store.get_online_features(*request)
+    store.get_online_features(*request)
+    assert fake.round_trips == 4
+    assert store.breaker_state is BreakerState.OPEN
+
+    time.sleep(0.25)
+    fake.fail = None  # Redis is back: the probe succeeds and closes the breaker
+    assert store.get_online_features(*request)[0]["user_stats:clicks_7d"].status is Status.MISSING
+    assert store.breaker_state is BreakerState.CLOSED
+    store.get_online_features(*request)
+    assert fake.round_trips == 6
+    assert sample(metrics, "feature_fetch_circuit_open", source="redis") == 0
+
+
+def test_timeouts_count_under_their_own_reason(fake):
+    store, metrics = make_store()
+    fake.fail = redis.TimeoutError("Timeout reading from socket")
+    store.get_online_features(["user_stats:clicks_7d"], [{"user_id": "u"}])
+    assert sample(metrics, "feature_fetch_errors_total", source="redis", reason="timeout") == 1
+
+
+def test_client_is_bounded_and_never_retries():
+    client = online.connect(RedisConfig(port=1), timeout_s=0.05)
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == 0.05
+        assert kwargs["socket_connect_timeout"] == 0.05
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+        assert time.monotonic() - started < 1.0
+    finally:
+        client.close()
+
+
+def test_metric_labels_never_carry_entity_ids(fake):
+    fill(fake, random.Random(1), users=3)
+    store, metrics = make_store()
+    store.get_online_features(ALL, [{"user_id": "u0"}, {"user_id": "u1"}])
+    fake.fail = down()
+    store.get_online_features(ALL, [{"user_id": "u2"}])
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            assert not any(v.startswith("u") and v[1:].isdigit() for v in s.labels.values()), s
+
+
+def test_the_read_path_never_imports_pyflink():
+    code = (
+        "import sys\n"
+        "import serving, serving.assembly, serving.online, serving.offline, serving.historical\n"
+        "import serving.skew, serving.server, serving.cli, serving.telemetry, serving.metrics\n"
+        "import serving.breaker, serving.config\n"
+        "assert 'pyflink' not in sys.modules, sorted(m for m in sys.modules if 'flink' in m)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
