@@ -31,32 +31,20 @@ quick start:
 """
 
 
-def _delegate(name: str, help_text: str, module: str) -> Callable[[_Subparsers], None]:
-    """A subcommand whose arguments belong to another module's ``main(argv)``."""
-
-    def add(sub: _Subparsers) -> None:
-        p = sub.add_parser(name, help=help_text, add_help=False)
-        p.add_argument("args", nargs=argparse.REMAINDER)
-
-        def run(args: argparse.Namespace) -> int:
-            main: Callable[[list[str]], int] = importlib.import_module(module).main
-            return main(list(args.args))
-
-        p.set_defaults(func=run)
-
-    return add
+# Subcommands owned by another module's ``main(argv)``: (module, leading argv, help).
+_DELEGATED: dict[str, tuple[str, list[str], str]] = {
+    "stack": ("stack.cli", [], "start, stop and inspect the local services (Kafka, registry, Redis, Flink)"),
+    "produce": ("producer.cli", [], "send Avro events to Kafka from a JSON-lines file or the generator"),
+    "schemas": ("schemas.cli", [], "check, register and compare the versioned Avro schemas under schemas/"),
+    "serve": ("serving.cli", ["serve"], "HTTP feature server (POST /features, GET /metrics, GET /healthz)"),
+    "skew": ("serving.cli", ["skew"], "compare what Redis serves with Iceberg for sampled entities"),
+}
 
 
-_DELEGATED = {"stack": "stack.cli", "produce": "producer.cli", "schemas": "schemas.cli"}
-_add_stack = _delegate(
-    "stack", "start, stop and inspect the local services (Kafka, registry, Redis, Flink)", "stack.cli"
-)
-_add_produce = _delegate(
-    "produce", "send Avro events to Kafka from a JSON-lines file or the generator", "producer.cli"
-)
-_add_schemas = _delegate(
-    "schemas", "check, register and compare the versioned Avro schemas under schemas/", "schemas.cli"
-)
+def _add_delegated(sub: _Subparsers) -> None:
+    # Listed for --help only: main() hands these to their module before argparse runs.
+    for name, (_, _, help_text) in _DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
 
 
 def _add_job(sub: _Subparsers) -> None:
@@ -417,9 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", required=True)
     adders: Sequence[Callable[[_Subparsers], None]] = (
-        _add_stack,
-        _add_produce,
-        _add_schemas,
+        _add_delegated,
         _add_job,
         _add_views,
         _add_features,
@@ -437,9 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     # confluent-kafka's registry client imports authlib's deprecated httpx module; users cannot act on it.
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     if argv and argv[0] in _DELEGATED:
-        # argparse cannot pass leading options such as --help through REMAINDER.
-        delegated: Callable[[list[str]], int] = importlib.import_module(_DELEGATED[argv[0]]).main
-        return delegated(argv[1:])
+        module, lead, _ = _DELEGATED[argv[0]]
+        delegated: Callable[[list[str]], int] = importlib.import_module(module).main
+        return delegated([*lead, *argv[1:]])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from parity.errors import StackError
-from stack import flink, kafka, redis, registry
+from stack import flink, kafka, prometheus, redis, registry
 from stack.config import StackConfig
 from stack.fetch import fetch
 from stack.status import Info
@@ -28,7 +28,7 @@ class Service:
 
 # Start order; stopped in reverse (Flink jobs and the registry's clients first).
 SERVICES: tuple[Service, ...] = tuple(
-    Service(m.NAME, m.start, m.stop, m.is_up, m.info) for m in (kafka, registry, redis, flink)
+    Service(m.NAME, m.start, m.stop, m.is_up, m.info) for m in (kafka, registry, redis, flink, prometheus)
 )
 NAMES = tuple(s.name for s in SERVICES)
 
@@ -46,7 +46,7 @@ def selected(only: str | None) -> list[Service]:
 def line(info: Info, note: str = "") -> str:
     state = "up" if info.up else "DOWN"
     pid = str(info.pid) if info.pid else "-"
-    return f"{info.name:<9}{state:<6}{info.address:<42}pid {pid:<8}log {info.log}{note}"
+    return f"{info.name:<11}{state:<6}{info.address:<42}pid {pid:<8}log {info.log}{note}"
 
 
 def up(cfg: StackConfig, services: list[Service]) -> None:
@@ -70,7 +70,7 @@ def up(cfg: StackConfig, services: list[Service]) -> None:
 def down(cfg: StackConfig, services: list[Service]) -> None:
     for service in reversed(services):
         service.stop(cfg)
-        print(f"{service.name:<9}stopped", flush=True)
+        print(f"{service.name:<11}stopped", flush=True)
 
 
 def status(cfg: StackConfig, services: list[Service], as_json: bool) -> int:

@@ -27,6 +27,11 @@ class StackConfig(BaseSettings):
     redis_port: int = Field(default=16379, ge=1, le=65535)
     flink_rest_port: int = Field(default=18088, ge=1, le=65535)
     flink_rpc_port: int = Field(default=16123, ge=1, le=65535)
+    # Flink's Prometheus reporter: one port per JobManager / TaskManager, from this range.
+    flink_metrics_ports: tuple[int, int] = (19250, 19253)
+    prometheus_port: int = Field(default=19090, ge=1, le=65535)
+    # Where `parity serve` listens by default; Prometheus scrapes it.
+    serving_port: int = Field(default=8000, ge=1, le=65535)
 
     kafka_heap: str = "512m"
     registry_heap: str = "512m"

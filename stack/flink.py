@@ -25,6 +25,9 @@ NAME = "flink"
 MARKER = "org.apache.flink"
 
 
+PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
+
 def settings(cfg: StackConfig) -> dict[str, str]:
     """Overrides applied on top of the wheel's conf/config.yaml."""
     h = cfg.host
@@ -52,6 +55,10 @@ def settings(cfg: StackConfig) -> dict[str, str]:
         # Hadoop's shutdown hook touches the job's classloader after `flink run` returns;
         # the check then prints a harmless stack trace on every submission.
         "classloader.check-leaked-classloader": "false",
+        # Flink's own metrics for Prometheus (plugins/metrics-prometheus ships in the wheel).
+        "metrics.reporter.prom.factory.class": PROMETHEUS_REPORTER,
+        "metrics.reporter.prom.host": h,
+        "metrics.reporter.prom.port": f"{cfg.flink_metrics_ports[0]}-{cfg.flink_metrics_ports[1]}",
         **cfg.flink_extra_conf,
     }
 

@@ -32,12 +32,12 @@ def nothing_runs(tmp_path, monkeypatch):
 
 def test_selected_keeps_start_order():
     assert [s.name for s in cli.selected("flink,kafka")] == ["kafka", "flink"]
-    assert [s.name for s in cli.selected(None)] == ["kafka", "registry", "redis", "flink"]
+    assert [s.name for s in cli.selected(None)] == ["kafka", "registry", "redis", "flink", "prometheus"]
 
 
 def test_unknown_service_is_named():
     with pytest.raises(
-        StackError, match=r"unknown service.*bogus.*choose from kafka, registry, redis, flink"
+        StackError, match=r"unknown service.*bogus.*choose from kafka, registry, redis, flink, prometheus"
     ):
         cli.selected("redis,bogus")
 
@@ -45,7 +45,7 @@ def test_unknown_service_is_named():
 def test_status_exits_1_when_down(nothing_runs, capsys):
     assert cli.main(["status"]) == 1
     out = capsys.readouterr().out
-    assert out.count("DOWN") == 4
+    assert out.count("DOWN") == 5
 
 
 def test_status_json(nothing_runs, capsys):
@@ -58,7 +58,7 @@ def test_status_json(nothing_runs, capsys):
 
 def test_down_is_safe_when_nothing_runs(nothing_runs, capsys):
     assert cli.main(["down"]) == 0
-    assert capsys.readouterr().out.count("stopped") == 4
+    assert capsys.readouterr().out.count("stopped") == 5
 
 
 def test_errors_go_to_stderr_with_exit_1(nothing_runs, capsys):
