@@ -1,8 +1,8 @@
 """Apicurio Registry 3.x, serving the Confluent-compatible API (ccompat v7).
 
-Storage is Apicurio's default in-memory H2 database: every schema is lost
-when the registry stops. Producers and jobs register their schemas again on
-start, so a restart costs nothing but new schema ids.
+Storage is KafkaSQL: schemas live in a topic of the local Kafka (as they do in
+Confluent's registry), so they outlive a registry restart and stay exactly as
+long as the records whose ids point at them. Kafka must be up first.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ def jvm_options(cfg: StackConfig) -> list[str]:
         f"-Dquarkus.management.port={cfg.registry_management_port}",
         # Off by default: without it an incompatible schema is accepted (no 409).
         f"-Dapicurio.rules.global.compatibility={COMPATIBILITY}",
+        # In memory, a restart would forget the ids that records already in Kafka carry.
+        "-Dapicurio.storage.kind=kafkasql",
+        f"-Dapicurio.kafkasql.bootstrap.servers={h}:{cfg.kafka_port}",
     ]
 
 
