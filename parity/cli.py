@@ -394,6 +394,17 @@ def _fmt(value: float | int) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _tracing_if_configured() -> None:
+    """Export the CLI's spans (produce, replay) only when an exporter is configured explicitly."""
+    import os
+
+    if os.environ.get("PARITY_SERVING_TRACE_EXPORTER"):
+        from serving.config import ServingConfig
+        from serving.telemetry import setup_tracing
+
+        setup_tracing(ServingConfig(), service_name="parity-cli")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="parity",
@@ -422,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # confluent-kafka's registry client imports authlib's deprecated httpx module; users cannot act on it.
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    _tracing_if_configured()
     if argv and argv[0] in _DELEGATED:
         module, lead, _ = _DELEGATED[argv[0]]
         delegated: Callable[[list[str]], int] = importlib.import_module(module).main

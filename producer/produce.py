@@ -33,6 +33,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
+from opentelemetry import trace
 
 from parity.config import KafkaConfig, RegistryConfig
 from parity.errors import InputError, ParityError, SchemaError
@@ -219,8 +220,17 @@ def produce_events(
     if serializer is None:
         registry_session = registry_client(registry)
         serializer = avro_serializer(registry_session, schema)
+    tracer = trace.get_tracer("parity.producer")
     try:
-        return _produce_all(events, topic, kafka, registry, schema, tuning, on_progress, producer, serializer)
+        with tracer.start_as_current_span(
+            "produce", attributes={"messaging.destination.name": topic, "parity.events": len(events)}
+        ) as span:
+            summary = _produce_all(
+                events, topic, kafka, registry, schema, tuning, on_progress, producer, serializer
+            )
+            span.set_attribute("parity.sent", summary.sent)
+            span.set_attribute("parity.failed", summary.failed)
+            return summary
     finally:
         if registry_session is not None:
             # Closes the registry's HTTP connections; left open they leak sockets.

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pyarrow as pa
+from opentelemetry import trace
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 from pyiceberg.partitioning import PartitionSpec
@@ -125,6 +126,29 @@ def replay(
         InputError: the range is empty, inverted, unaligned, or has no source data.
         JobError: the batch job failed; the view's tables are unchanged.
     """
+    attributes: dict[str, str | bool] = {
+        "parity.view": view.qualified_name,
+        "parity.source": source,
+        "parity.dry_run": dry_run,
+    }
+    with trace.get_tracer("parity.replay").start_as_current_span("replay", attributes=attributes) as span:
+        summary = _replay(view, start, end, source, dry_run, to_online, topic, say, job_env)
+        span.set_attribute("parity.events_read", summary.events_read)
+        span.set_attribute("parity.tiles_after", summary.tiles_after)
+        return summary
+
+
+def _replay(
+    view: FeatureView,
+    start: datetime,
+    end: datetime,
+    source: str,
+    dry_run: bool,
+    to_online: bool,
+    topic: str | None,
+    say: Say,
+    job_env: dict[str, str] | None,
+) -> ReplaySummary:
     began = time.monotonic()
     start_ms, end_ms = check_range(view, start, end)
     cfg = IcebergConfig()

@@ -26,6 +26,7 @@ def nothing_runs(tmp_path, monkeypatch):
         "REDIS_PORT",
         "FLINK_REST_PORT",
         "FLINK_RPC_PORT",
+        "PROMETHEUS_PORT",
     ):
         monkeypatch.setenv(f"PARITY_STACK_{name}", str(free_port()))
 
