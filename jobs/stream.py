@@ -60,6 +60,10 @@ def table_environment(view: FeatureView, flink: FlinkJobConfig, *, streaming: bo
     conf.set("python.fn-execution.bundle.size", str(flink.python_bundle_size))
     conf.set("python.fn-execution.bundle.time", str(flink.python_bundle_time_ms))
     conf.set("python.fn-execution.arrow.batch.size", str(flink.python_bundle_size))
+    # Iceberg's SinkV2 sink commits through Flink's own committer operator, which also
+    # takes the files flushed at the end of a bounded input into the final commit. With
+    # the older sink a bounded run once lost the archive's last files (1 run in 5 at 1M events).
+    conf.set("table.exec.iceberg.use-v2-sink", "true")
     if streaming:
         checkpoints = (flink.checkpoint_dir / view.qualified_name).resolve()
         conf.set("execution.checkpointing.interval", f"{int(flink.checkpoint_interval_s * 1000)} ms")

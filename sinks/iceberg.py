@@ -19,7 +19,6 @@ Tables, in the configured namespace:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
@@ -134,8 +133,7 @@ _ICEBERG_TYPES: dict[str, IcebergType] = {
 def ensure_tables(cfg: IcebergConfig, view: FeatureView) -> tuple[Table, Table]:
     """Create the view's tables when missing; return (tiles, progress). Safe to call again."""
     catalog = open_catalog(cfg)
-    with contextlib.suppress(NamespaceAlreadyExistsError):
-        catalog.create_namespace(cfg.namespace)
+    _ensure_namespace(catalog, cfg.namespace)
     tiles = _ensure(
         catalog,
         f"{cfg.namespace}.{tiles_table(view)}",
@@ -154,6 +152,20 @@ def ensure_tables(cfg: IcebergConfig, view: FeatureView) -> tuple[Table, Table]:
         ),
     )
     return tiles, progress
+
+
+def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    """Create the namespace unless it exists; two jobs starting at once may both try."""
+    if catalog.namespace_exists(namespace):
+        return
+    try:
+        catalog.create_namespace(namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+    except Exception:
+        # The SQL catalog reports a lost creation race as the database's integrity error.
+        if not catalog.namespace_exists(namespace):
+            raise
 
 
 def _ensure(catalog: Catalog, identifier: str, schema: Schema, spec: PartitionSpec) -> Table:

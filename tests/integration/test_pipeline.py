@@ -14,6 +14,7 @@ from producer.produce import produce_events
 from serving.assembly import Status, from_ms
 from serving.offline import load_tiles
 from serving.online import OnlineStore
+from sinks import iceberg
 from tests.integration import reference
 from tests.integration.conftest import kill, wait_for
 
@@ -91,7 +92,18 @@ def _check_stores(iso, events):
     assert redis_rows == _expected_after_pruning(ref_tiles)
     newest = max(start for _, start in ref_tiles) + reference.HOUR_MS
     assert completeness == newest
+
+    # The raw archive holds every event exactly once (the Kafka position is unique).
+    raw = _raw_positions(iso)
+    assert len(raw) == len(set(raw)) == len(events), f"archive holds {len(raw)} rows for {len(events)} events"
     return offline, completeness
+
+
+def _raw_positions(iso) -> list[tuple[int, int]]:
+    catalog = iceberg.open_catalog(iso.iceberg)
+    table = catalog.load_table(f"{iso.iceberg.namespace}.{iceberg.raw_table(user_stats)}")
+    rows = table.scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
+    return list(zip(rows["kafka_partition"].to_pylist(), rows["kafka_offset"].to_pylist(), strict=True))
 
 
 def test_tiles_and_windows_equal_the_reference(isolated):
