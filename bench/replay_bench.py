@@ -149,7 +149,7 @@ def time_duckdb(raw, end: datetime) -> tuple[float, int]:
         GROUP BY ALL
         """,
         [files, end],
-    ).arrow()
+    ).to_arrow_table()
     return time.monotonic() - began, tiles.num_rows
 
 

@@ -187,19 +187,22 @@ def kafka_source_ddl(
         "avro-confluent.url": registry.url,
         "avro-confluent.schema": schema.text,
     }
-    if start_timestamp_ms is None:
-        options |= {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
-    else:
-        options |= {
-            "scan.startup.mode": "timestamp",
-            "scan.startup.timestamp-millis": str(start_timestamp_ms),
-        }
-    if bounded:
-        options["scan.bounded.mode"] = "latest-offset"
+    options |= scan_options(bounded=bounded, start_timestamp_ms=start_timestamp_ms)
     body = ",\n".join(columns)
     with_clause = ",\n".join(f"  {literal(k)} = {literal(v)}" for k, v in options.items())
     name = quote(table or pipeline.source_table)
     return f"CREATE TEMPORARY TABLE {name} (\n{body}\n) WITH (\n{with_clause}\n)"
+
+
+def scan_options(*, bounded: bool, start_timestamp_ms: int | None) -> dict[str, str]:
+    """Where a Kafka source starts and stops (see ``kafka_source_ddl``)."""
+    if start_timestamp_ms is None:
+        options = {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
+    else:
+        options = {"scan.startup.mode": "timestamp", "scan.startup.timestamp-millis": str(start_timestamp_ms)}
+    if bounded:
+        options["scan.bounded.mode"] = "latest-offset"
+    return options
 
 
 def iceberg_catalog_ddl(cfg: IcebergConfig) -> str:

@@ -41,7 +41,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from features.definition import FeatureView
-from jobs.compiler import CompiledPipeline, interval, kafka_source_ddl, literal, quote
+from jobs.compiler import CompiledPipeline, interval, kafka_source_ddl, literal, quote, scan_options
 from parity.config import KafkaConfig, RegistryConfig
 from schemas import avro
 
@@ -152,15 +152,7 @@ def decoded_source_statements(
         f"{FORMAT}.max-future": _millis(max_future),
         f"{FORMAT}.registry-timeout": _millis(registry_timeout),
     }
-    if start_timestamp_ms is None:
-        options |= {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
-    else:
-        options |= {
-            "scan.startup.mode": "timestamp",
-            "scan.startup.timestamp-millis": str(start_timestamp_ms),
-        }
-    if bounded:
-        options["scan.bounded.mode"] = "latest-offset"
+    options |= scan_options(bounded=bounded, start_timestamp_ms=start_timestamp_ms)
     body = ",\n".join(columns)
     raw_ddl = f"CREATE TEMPORARY TABLE {quote(raw)} (\n{body}\n) WITH (\n{_with(options)}\n)"
     selected = ", ".join(quote(name) for name, _ in fields)

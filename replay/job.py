@@ -19,7 +19,8 @@ import sys
 from dataclasses import replace
 
 from features.registry import get_view
-from jobs.compiler import CompiledPipeline, compile_view, iceberg_catalog_ddl, kafka_source_ddl, quote
+from jobs.compiler import CompiledPipeline, compile_view, iceberg_catalog_ddl, quote
+from jobs.decode import decoded_source_statements
 from jobs.stream import table_environment
 from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RegistryConfig
 from schemas import avro
@@ -48,19 +49,21 @@ def bind_source(
         upstream = iceberg.sql_table(iceberg_cfg, iceberg.raw_table(view))
         statements = []
     else:
-        kafka_table = f"{pipeline.source_table}_kafka"
-        upstream = quote(kafka_table)
-        statements = [
-            kafka_source_ddl(
-                pipeline,
-                KafkaConfig(),
-                RegistryConfig(),
-                group_id=f"parity-replay-{run_id}",
-                bounded=True,
-                table=kafka_table,
-                start_timestamp_ms=start_ms,
-            )
-        ]
+        # The streaming job's decoder: records it cannot use are skipped here (the streaming
+        # job has already dead-lettered them), never a reason to fail the replay.
+        kafka_pipeline = replace(pipeline, source_table=f"{pipeline.source_table}_kafka")
+        upstream = quote(kafka_pipeline.source_table)
+        kafka = KafkaConfig()
+        decoded = decoded_source_statements(
+            kafka_pipeline,
+            kafka,
+            RegistryConfig(),
+            group_id=f"parity-replay-{run_id}",
+            bounded=True,
+            dead_letter_topic=kafka.dead_letter_topic,
+            start_timestamp_ms=start_ms,
+        )
+        statements = list(decoded.statements)
     columns = ", ".join(
         f"CAST({quote(f)} AS TIMESTAMP(3)) AS {quote(f)}" if quote(f) == event_time else quote(f)
         for f in fields
