@@ -4,6 +4,23 @@ Messages say what is wrong, where, and how to fix it. Library errors are
 wrapped at the boundary with ``raise ... from``.
 """
 
+import sys
+from collections.abc import Callable
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """Run a command-line entry point: a ParityError exits 1 with its one-line cause, Ctrl-C exits 130.
+
+    The one catch-all of a process; library code lets errors travel up to it.
+    """
+    try:
+        return command()
+    except ParityError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
 
 class ParityError(Exception):
     """Root of every error parity raises on purpose."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from parity.config import KafkaConfig, RegistryConfig
-from parity.errors import InputError, ParityError
+from parity.errors import InputError, run_command
 from producer.config import ProducerConfig
 from producer.generate import GeneratorConfig, generate
 from producer.produce import (
@@ -110,11 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         SystemExit: on ``--help`` or unusable arguments (argparse's own exit).
     """
     args = build_parser().parse_args(argv)
-    try:
-        return _run(args, sys.stdout, sys.stderr)
-    except ParityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_command("parity produce", lambda: _run(args, sys.stdout, sys.stderr))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from parity.config import RegistryConfig
-from parity.errors import ParityError, SchemaError
+from parity.errors import SchemaError, run_command
 from schemas import avro, compat, subjects
 from schemas.diff import diff
 from schemas.registry import RegistryClient
@@ -82,15 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         SystemExit: on ``--help`` or unusable arguments (argparse's own exit).
     """
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "check":
-            return _check(args, sys.stdout)
-        if args.command == "register":
-            return _register(args, sys.stdout)
-        return _diff(args, sys.stdout)
-    except ParityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    commands = {"check": _check, "register": _register, "diff": _diff}
+    return run_command("parity schemas", lambda: commands[args.command](args, sys.stdout))
 
 
 @dataclass

@@ -19,7 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
-from parity.errors import InputError, ParityError
+from parity.errors import InputError, run_command
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     args = build_parser().parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
-    try:
-        code: int = args.func(args)
-    except ParityError as exc:
-        print(f"serving: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return code
+    return run_command("parity", lambda: int(args.func(args)))
 
 
 if __name__ == "__main__":

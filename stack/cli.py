@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from parity.errors import StackError
+from parity.errors import StackError, run_command
 from stack import flink, kafka, prometheus, redis, registry
 from stack.config import StackConfig
 from stack.fetch import fetch
@@ -91,18 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated subset of: {','.join(NAMES)}")
     parser.add_argument("--json", action="store_true", help="status as JSON")
     args = parser.parse_args(argv)
-    try:
-        cfg = StackConfig()
-        services = selected(args.only)
-        if args.command == "fetch":
-            fetch(cfg, [s.name for s in services])
-        elif args.command == "up":
-            up(cfg, services)
-        elif args.command == "down":
-            down(cfg, services)
-        else:
-            return status(cfg, services, args.json)
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_command("parity stack", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = StackConfig()
+    services = selected(args.only)
+    if args.command == "fetch":
+        fetch(cfg, [s.name for s in services])
+    elif args.command == "up":
+        up(cfg, services)
+    elif args.command == "down":
+        down(cfg, services)
+    else:
+        return status(cfg, services, args.json)
     return 0
