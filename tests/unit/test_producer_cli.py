@@ -76,7 +76,8 @@ def test_bad_file_exits_1_and_sends_nothing(sends, tmp_path, capsys):
     path.write_text('{"event_id": "e-1", "user_id": "u", "ad_id": "a", "event_type": "clik"}\n')
     assert cli.main(["--file", str(path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("parity produce: error: events.jsonl line 1: field 'event_type': 'clik' is not one of")
+    cause = "events.jsonl line 1: field 'event_type': 'clik' is not one of"
+    assert err.startswith(f"parity produce: error: {cause}")
     assert len(err.strip().splitlines()) == 1
     assert sends == []
 
