@@ -80,7 +80,8 @@ def bind_sinks(
     iceberg_cfg: IcebergConfig,
     redis_cfg: RedisConfig,
 ) -> StatementSet:
-    """The four inserts that dual-write the same tile and progress rows."""
+    """The job's inserts: the same tile and progress rows to Iceberg and to Redis, the raw
+    archive, and the count of late rows."""
     view = pipeline.view
     iceberg.ensure_tables(iceberg_cfg, view)
     env.execute_sql(iceberg_catalog_ddl(iceberg_cfg))
