@@ -12,6 +12,7 @@ This is the only module of sinks/ that imports PyFlink.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
 from features.registry import get_view
 from parity.config import RedisConfig
+from parity.errors import SinkError
 from sinks.base import TileRow
 from sinks.redis import RedisTileSink
 
@@ -39,10 +41,9 @@ class _RedisFunction(ScalarFunction):  # type: ignore[misc]
         self._view = get_view(self._view_name)
         self._sink = RedisTileSink(self._view, RedisConfig(**self._redis_settings))
         self._sink.open()
-        group = function_context.get_metric_group().add_group("parity_view", self._view.qualified_name)
-        self._applied = group.counter("redis_tiles_applied")
-        self._refused = group.counter("redis_tiles_refused_stale")
-        self._batches = group.counter("redis_batches")
+        self._metrics = function_context.get_metric_group().add_group(
+            "parity_view", self._view.qualified_name
+        )
 
     def close(self) -> None:
         if self._sink is not None:
@@ -56,6 +57,14 @@ class _RedisFunction(ScalarFunction):  # type: ignore[misc]
 
 class RedisTiles(_RedisFunction):
     """eval(entity, tile_start_ms, tile_end_ms, events, *aggregates) -> events written per row."""
+
+    def open(self, function_context: FunctionContext) -> None:
+        super().open(function_context)
+        self._applied = self._metrics.counter("redis_tiles_applied")
+        self._refused = self._metrics.counter("redis_tiles_refused_stale")
+        self._batches = self._metrics.counter("redis_batches")
+        self._errors = self._metrics.counter("redis_write_errors")
+        self._write_ms = self._metrics.distribution("redis_write_ms")
 
     def eval(
         self, entity: pd.Series, start: pd.Series, end: pd.Series, events: pd.Series, *values: pd.Series
@@ -72,7 +81,14 @@ class RedisTiles(_RedisFunction):
             )
             for i in range(len(entity))
         ]
-        result = self._require_sink().write(rows)
+        began = time.monotonic()
+        try:
+            result = self._require_sink().write(rows)
+        except SinkError:
+            # The job fails and restarts from its last checkpoint; the tiles are written again.
+            self._errors.inc()
+            raise
+        self._write_ms.update(int((time.monotonic() - began) * 1000))
         self._applied.inc(result.applied)
         self._refused.inc(result.refused_stale)
         self._batches.inc()
@@ -82,9 +98,17 @@ class RedisTiles(_RedisFunction):
 class RedisCompleteness(_RedisFunction):
     """eval(tile_end_ms) -> tile_end_ms; moves the view's completeness watermark forward."""
 
+    def open(self, function_context: FunctionContext) -> None:
+        super().open(function_context)
+        # How far the view's completeness lags the wall clock: a stalled or lagging job.
+        self._lag_ms = 0
+        self._metrics.gauge("completeness_lag_ms", lambda: self._lag_ms)
+
     def eval(self, tile_end_ms: pd.Series) -> pd.Series:
         if len(tile_end_ms):
-            self._require_sink().advance_completeness(int(tile_end_ms.max()))
+            newest = int(tile_end_ms.max())
+            self._require_sink().advance_completeness(newest)
+            self._lag_ms = max(0, int(time.time() * 1000) - newest)
         return tile_end_ms
 
 
@@ -113,11 +137,7 @@ class LateEvents(_RedisFunction):
 
     def open(self, function_context: FunctionContext) -> None:
         super().open(function_context)
-        self._late = (
-            function_context.get_metric_group()
-            .add_group("parity_view", self._view.qualified_name)
-            .counter("late_events")
-        )
+        self._late = self._metrics.counter("late_events")
 
 
 def _value(raw: Any, is_int: bool) -> int | float | None:
