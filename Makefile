@@ -77,10 +77,12 @@ demo: up ## start from a clean view, produce a sample, run the job, show Redis a
 	$(PY) -m parity job run --view user_stats --bounded
 	$(PY) -m parity show --view user_stats --limit 5
 	@echo
-	@echo "Next: parity features user_stats:click_rate_7d --entity user_id=<one of the users above>"
-	@echo "      parity features user_stats:click_rate_7d --entity user_id=<...> --offline"
-	@echo "      parity views user_stats --sql      (the compiled Flink SQL)"
-	@echo "      make down                          (stop the stack)"
+	@echo "Next (the parity command is in .venv/bin):"
+	@echo "  .venv/bin/parity features user_stats:click_rate_7d --entity user_id=user-01"
+	@echo "  .venv/bin/parity features user_stats:click_rate_7d --entity user_id=user-01 --offline"
+	@echo "  .venv/bin/parity views user_stats --sql     the compiled Flink SQL"
+	@echo "  .venv/bin/parity replay user_stats --start <day>T00:00Z --end <next day>T00:00Z --dry-run"
+	@echo "  make down                                   stop the stack"
 
 clean: ## remove caches and local state (keeps the environments and downloads)
 	rm -rf .parity .pytest_cache .mypy_cache .ruff_cache

@@ -371,7 +371,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"{view.qualified_name} as of {when.isoformat()} (Iceberg snapshot {offline.snapshot_id})")
-    header = f"{'entity':<12} {'feature':<16} {'online (Redis)':>18} {'offline (Iceberg)':>18}"
+    width = max(len(ref.split(":", 1)[1]) for ref in refs) + 2
+    header = f"{'entity':<12} {'feature':<{width}} {'online (Redis)':>18} {'offline (Iceberg)':>18}"
     print(header)
     print("-" * len(header))
     mismatches = 0
@@ -383,7 +384,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
             same = on.value == off.value and on.status == off.status
             mismatches += not same
             print(
-                f"{entity:<12} {feature:<16} {_fmt(on.value):>10} {on.status.value:<7} "
+                f"{entity:<12} {feature:<{width}} {_fmt(on.value):>10} {on.status.value:<7} "
                 f"{_fmt(off.value):>10} {off.status.value:<7}{'' if same else '  <- differs'}"
             )
     print(f"\n{len(entities)} entities, {len(entities) * len(refs)} values, {mismatches} differ")
