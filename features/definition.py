@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
+from functools import cached_property
 from types import MappingProxyType
 
 from parity.errors import DefinitionError
@@ -253,12 +254,12 @@ class FeatureView:
         if unknown:
             raise DefinitionError(f"view {self.name!r}: defaults name unknown features {unknown}.")
 
-    @property
+    @cached_property  # read on every online read; computed once per view
     def window_features(self) -> tuple[str, ...]:
         """``<aggregation>_<window>`` for every aggregation and window, in declaration order."""
         return tuple(f"{a.name}_{duration_label(w)}" for a in self.aggregations for w in self.windows)
 
-    @property
+    @cached_property
     def feature_names(self) -> tuple[str, ...]:
         return self.window_features + tuple(r.name for r in self.derived)
 

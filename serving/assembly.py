@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from typing import NamedTuple
 
 from features.definition import AggKind, FeatureView, OnStale, duration_label
 from sinks.base import Value
@@ -43,8 +44,13 @@ class Tile:
     values: Sequence[Value]
 
 
-@dataclass(frozen=True)
-class FeatureValue:
+class FeatureValue(NamedTuple):
+    """One served value: the value, its status and the window end it describes.
+
+    A named tuple, not a dataclass: online reads build one per entity and
+    feature, and a tuple is the cheapest immutable record to build.
+    """
+
     value: float | int
     status: Status
     window_end: datetime
@@ -107,18 +113,45 @@ def finish(
     Args:
         raw: every window feature of the view, as ``window_values`` returns it.
     """
-    end_dt = from_ms(window_end_ms(view, as_of_ms))
+    return finish_many(view, [raw], as_of_ms, completeness_ms)[0]
+
+
+def finish_many(
+    view: FeatureView, raws: Sequence[Mapping[str, Value]], as_of_ms: int, completeness_ms: int | None
+) -> list[dict[str, FeatureValue]]:
+    """``finish`` for many entities as of one time; what all of them share is worked out once.
+
+    - no value → the default, status ``missing`` (``stale`` when the view is stale);
+    - stale → status ``stale``, serving the value or the default as ``on_stale`` says;
+    - a ratio is present when both its terms are; a zero denominator serves ``on_zero``.
+    """
+    end = from_ms(window_end_ms(view, as_of_ms))
     stale = is_stale(view, as_of_ms, completeness_ms)
-    result: dict[str, FeatureValue] = {}
-    for name in view.window_features:
-        result[name] = _finish(view, name, raw[name], stale, end_dt)
-    for ratio in view.derived:
-        num, den = raw[ratio.numerator], raw[ratio.denominator]
-        value: Value = None
-        if num is not None and den is not None:
-            value = ratio.on_zero if den == 0 else num / den
-        result[ratio.name] = _finish(view, ratio.name, value, stale, end_dt)
-    return result
+    absent_status = Status.STALE if stale else Status.MISSING
+    absent = {name: FeatureValue(view.defaults[name], absent_status, end) for name in view.feature_names}
+    present_status = Status.STALE if stale else Status.PRESENT
+    # Stale under OnStale.DEFAULT: a value that is there is served as the default, like an absent one.
+    hides_values = stale and view.on_stale is OnStale.DEFAULT
+    window_names = view.window_features
+    derived = view.derived
+    out = []
+    for raw in raws:
+        result: dict[str, FeatureValue] = {}
+        for name in window_names:
+            value = raw[name]
+            if value is None or hides_values:
+                result[name] = absent[name]
+            else:
+                result[name] = FeatureValue(value, present_status, end)
+        for ratio in derived:
+            num, den = raw[ratio.numerator], raw[ratio.denominator]
+            if num is None or den is None or hides_values:
+                result[ratio.name] = absent[ratio.name]
+            else:
+                quotient = ratio.on_zero if den == 0 else num / den
+                result[ratio.name] = FeatureValue(quotient, present_status, end)
+        out.append(result)
+    return out
 
 
 def assemble(
@@ -140,13 +173,3 @@ def assemble(
     as_of_ms = to_ms(as_of)
     raw = window_values(view, tiles, window_end_ms(view, as_of_ms))
     return finish(view, raw, as_of_ms, completeness_ms)
-
-
-def _finish(view: FeatureView, name: str, value: Value, stale: bool, end: datetime) -> FeatureValue:
-    default = view.defaults[name]
-    if value is None:
-        return FeatureValue(default, Status.STALE if stale else Status.MISSING, end)
-    if stale:
-        served = value if view.on_stale is OnStale.SERVE else default
-        return FeatureValue(served, Status.STALE, end)
-    return FeatureValue(value, Status.PRESENT, end)

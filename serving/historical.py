@@ -204,7 +204,7 @@ def _merge(kind: AggKind, integer: bool, column: pa.ChunkedArray, lower: _I64, u
 
 
 def _finish(view: FeatureView, name: str, column: _Column, stale: _B) -> tuple[pa.Array, pa.Array]:
-    """``assembly._finish`` on columns: default when absent, the on_stale policy when stale."""
+    """``assembly.finish_many`` on columns: default when absent, the on_stale policy when stale."""
     default = view.defaults[name]
     use_value = column.present & ~(stale & (view.on_stale is OnStale.DEFAULT))
     integer = isinstance(default, int) and column.values.dtype.kind in "iu"

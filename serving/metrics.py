@@ -43,6 +43,19 @@ class ServingMetrics:
             ["view", "reason"],
             registry=registry,
         )
+        self.entities = Counter(
+            "feature_entities_read_total",
+            "Entities read from the online store, by view.",
+            ["view"],
+            registry=registry,
+        )
+        self.merged = Counter(
+            "feature_entities_merged_total",
+            "Entities whose window values were merged from tiles at read time instead of read "
+            "precomputed (a past as_of, or values waiting for the job's refresh), by view.",
+            ["view"],
+            registry=registry,
+        )
         self.breaker_open = Gauge(
             "feature_fetch_circuit_open",
             "1 while the online store's circuit breaker fails reads fast, else 0.",

@@ -5,13 +5,16 @@ Read path, per request:
    mistyped is a ``ReadError`` before Redis is touched.
 2. Ask the circuit breaker. While it is open the request is answered with
    defaults (status ``error``) at once.
-3. One pipelined round trip: per view, one ``EVALSHA`` of a Lua script that
-   reads the completeness watermark and, for each entity, merges the tiles of
-   every window (the same tile selection as ``assembly.window_values``, in
-   tile-start order) and returns only the merged aggregates. Large entity
-   lists are cut into chunks, one script call each, in the same pipeline, so
-   no single call holds Redis for long.
-4. ``assembly.finish`` applies defaults, staleness and derived features: the
+3. One round trip, one MGET: per view, the completeness watermark and each
+   entity's window values as the job precomputed them (``sinks.redis_windows``).
+   Values stored for a range of window ends that holds the read's end are used
+   as they are.
+4. Only entities whose stored values do not cover the read's end (a past
+   ``as_of``, or values that decayed and await the job's refresh) take a
+   second round trip: a Lua script merges their tiles inside Redis with the
+   same function the job used to precompute, in chunks of ``CHUNK`` entities
+   so no call holds Redis for long.
+5. ``assembly.finish`` applies defaults, staleness and derived features: the
    same function offline reads and ``assemble`` use.
 
 Redis slow or down: every socket operation is bounded by
@@ -33,117 +36,25 @@ from opentelemetry import trace
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from features.definition import AggKind, FeatureView, OnStale, duration_label
+from features.definition import FeatureView, OnStale
 from features.registry import load_views
 from parity.config import RedisConfig
 from parity.errors import ReadError
-from serving.assembly import FeatureValue, Status, Tile, finish, from_ms, to_ms, window_end_ms
+from serving.assembly import FeatureValue, Status, Tile, finish_many, from_ms, to_ms, window_end_ms
 from serving.breaker import BreakerState, CircuitBreaker
 from serving.config import ServingConfig
 from serving.metrics import ServingMetrics
 from sinks.base import Value
-from sinks.redis_layout import completeness_key, decode_tiles, entity_key
+from sinks.redis_layout import completeness_key, decode_tiles, entity_key, window_key
+from sinks.redis_windows import MERGE_SCRIPT, layout_args, slot_names
 
 log = logging.getLogger(__name__)
 
 SOURCE = "redis"
+# Distinct feature lists whose parsing is remembered; beyond it lists are parsed per call.
+_REMEMBERED_FEATURE_LISTS = 1024
 # Entities per script call: bounds how long one call keeps Redis busy.
 CHUNK = 64
-
-# KEYS[1]: completeness key; KEYS[2..]: entity hashes.
-# ARGV: window end (s), tile (s), #windows, window sizes (s)..., #aggregations,
-#       kinds ('c' count, 's' sum, 'n' min, 'x' max)..., ordered ('1': merge in start order).
-# Returns {completeness or '', {merged value or '' per window and aggregation} per entity}.
-# The tile selection is assembly.window_values': start >= end - W and start + tile <= end.
-MERGE_SCRIPT = """
-local find, sub, tonum, call = string.find, string.sub, tonumber, redis.call
-local end_s = tonum(ARGV[1])
-local tile = tonum(ARGV[2])
-local nw = tonum(ARGV[3])
-local lows = {}
-local lo = end_s
-for w = 1, nw do
-  lows[w] = end_s - tonum(ARGV[3 + w])
-  if lows[w] < lo then lo = lows[w] end
-end
-local na = tonum(ARGV[4 + nw])
-local kinds = {}
-for j = 1, na do kinds[j] = ARGV[4 + nw + j] end
-local ordered = ARGV[5 + nw + na] == '1'
-local hi = end_s - tile
-local slots = nw * na
-local out = {call('GET', KEYS[1]) or ''}
-local vals = {}
-for k = 2, #KEYS do
-  local flat = call('HGETALL', KEYS[k])
-  local starts, rows, n = {}, {}, 0
-  for i = 1, #flat, 2 do
-    local s = tonum(flat[i])
-    if s ~= nil and s >= lo and s <= hi then
-      n = n + 1
-      starts[n] = s
-      rows[n] = flat[i + 1]
-    end
-  end
-  local order = nil
-  if ordered and n > 1 then
-    order = {}
-    for i = 1, n do order[i] = i end
-    table.sort(order, function(a, b) return starts[a] < starts[b] end)
-  end
-  local acc = {}
-  for oi = 1, n do
-    local i = oi
-    if order then i = order[oi] end
-    local s, row = starts[i], rows[i]
-    local pos = find(row, '|', 1, true)
-    for j = 1, na do
-      local nxt = find(row, '|', pos + 1, true)
-      vals[j] = tonum(sub(row, pos + 1, (nxt or 0) - 1))
-      pos = nxt
-    end
-    for w = 1, nw do
-      if s >= lows[w] then
-        local base = (w - 1) * na
-        for a = 1, na do
-          local v = vals[a]
-          if v ~= nil then
-            local slot = base + a
-            local cur = acc[slot]
-            if cur == nil then
-              acc[slot] = v
-            else
-              local kind = kinds[a]
-              if kind == 'n' then
-                if v < cur then acc[slot] = v end
-              elseif kind == 'x' then
-                if v > cur then acc[slot] = v end
-              else
-                acc[slot] = cur + v
-              end
-            end
-          end
-        end
-      end
-    end
-  end
-  local res = {}
-  for slot = 1, slots do
-    local v = acc[slot]
-    if v == nil then
-      res[slot] = ''
-    elseif kinds[(slot - 1) % na + 1] == 'c' then
-      res[slot] = string.format('%d', v)
-    else
-      res[slot] = string.format('%.17g', v)
-    end
-  end
-  out[k] = res
-end
-return out
-"""
-
-_KIND_CODES = {AggKind.COUNT: "c", AggKind.SUM: "s", AggKind.MIN: "n", AggKind.MAX: "x"}
 
 
 @dataclass(frozen=True)
@@ -195,35 +106,32 @@ def entity_of(view: FeatureView, row: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class _ViewPlan:
-    """What the merge script needs to know about a view, computed once."""
+    """What a read of one view sends and expects, computed once."""
 
     view: FeatureView
-    static_args: tuple[str | int, ...]
-    slot_names: tuple[str, ...]  # window-major, aggregation-minor, as the script returns them
+    layout: tuple[str | int, ...]
+    slot_names: tuple[str, ...]  # window-major, aggregation-minor, as the merge returns them
     integer: tuple[bool, ...]
+    key_head: str  # the tile hash key without the entity
+    window_head: str  # the window key without the entity
+    completeness_key: str
 
     @classmethod
-    def of(cls, view: FeatureView) -> _ViewPlan:
-        tile_s = view.tile_ms // 1000
-        windows = [int(w.total_seconds()) for w in view.windows]
-        kinds = [_KIND_CODES[a.kind] for a in view.aggregations]
-        # Float sums depend on the order of addition; assemble adds in start order.
-        ordered = any(a.kind is AggKind.SUM for a in view.aggregations)
-        args: tuple[str | int, ...] = (
-            tile_s,
-            len(windows),
-            *windows,
-            len(kinds),
-            *kinds,
-            "1" if ordered else "0",
-        )
-        names = tuple(f"{a.name}_{duration_label(w)}" for w in view.windows for a in view.aggregations)
+    def of(cls, view: FeatureView, prefix: str) -> _ViewPlan:
         integer = tuple(a.is_integer for _ in view.windows for a in view.aggregations)
-        return cls(view, args, names, integer)
+        return cls(
+            view,
+            layout_args(view),
+            slot_names(view),
+            integer,
+            entity_key(prefix, view, ""),
+            window_key(prefix, view, ""),
+            completeness_key(prefix, view),
+        )
 
-    def raw(self, reply: Sequence[bytes]) -> dict[str, Value]:
+    def raw(self, slots: Sequence[bytes | None]) -> dict[str, Value]:
         out: dict[str, Value] = {}
-        for name, is_int, item in zip(self.slot_names, self.integer, reply, strict=True):
+        for name, is_int, item in zip(self.slot_names, self.integer, slots, strict=True):
             if not item:
                 out[name] = None
             else:
@@ -270,8 +178,10 @@ class OnlineStore:
         self._cfg = cfg or RedisConfig()
         self._serving = serving or ServingConfig()
         self._views = dict(views) if views is not None else load_views()
-        self._plans = {name: _ViewPlan.of(view) for name, view in self._views.items()}
+        self._plans = {name: _ViewPlan.of(view, self._cfg.key_prefix) for name, view in self._views.items()}
+        self._refs: dict[tuple[str, ...], list[FeatureRef]] = {}
         self._metrics = metrics or ServingMetrics.default()
+        self._latency = self._metrics.latency.labels(SOURCE)
         self._breaker = CircuitBreaker(self._serving.breaker_failures, self._serving.breaker_cooldown_s)
         self._client: redis.Redis = connect(self._cfg, self._serving.timeout_s)
         self._script = self._client.register_script(MERGE_SCRIPT)
@@ -316,7 +226,7 @@ class OnlineStore:
             ReadError: an unknown view or feature, or a missing or mistyped join key.
         """
         started = time.perf_counter()
-        refs = parse_refs(features, self._views)
+        refs = self._parse(features)
         plans = {ref.view.name: self._plans[ref.view.name] for ref in refs}
         entities = {name: [entity_of(plan.view, row) for row in entity_rows] for name, plan in plans.items()}
         when_ms = to_ms(as_of) if as_of is not None else int(time.time() * 1000)
@@ -330,8 +240,18 @@ class OnlineStore:
                 out = self._defaults(refs, len(entity_rows), when_ms)
             else:
                 out = self._finish(refs, plans, stored, len(entity_rows), when_ms)
-        self._metrics.latency.labels(SOURCE).observe(time.perf_counter() - started)
+        self._latency.observe(time.perf_counter() - started)
         return out
+
+    def _parse(self, features: Sequence[str]) -> list[FeatureRef]:
+        """``parse_refs``, remembered per feature list: a model server asks for the same lists."""
+        key = tuple(features)
+        refs = self._refs.get(key)
+        if refs is None:
+            refs = parse_refs(features, self._views)
+            if len(self._refs) < _REMEMBERED_FEATURE_LISTS:
+                self._refs[key] = refs
+        return refs
 
     def completeness(self, view: FeatureView) -> int | None:
         """The view's completeness watermark in Redis (epoch ms), or None before the first tile.
@@ -376,16 +296,17 @@ class OnlineStore:
 
     def _fetch_guarded(
         self, plans: Mapping[str, _ViewPlan], entities: Mapping[str, list[str]], when_ms: int
-    ) -> dict[str, tuple[int | None, list[Sequence[bytes]]]] | None:
-        """The merged aggregates, or None when Redis failed or the breaker is open."""
+    ) -> dict[str, tuple[int | None, list[Sequence[bytes | None]], list[int]]] | None:
+        """The window aggregates per view, or None when Redis failed or the breaker is open."""
         if not self._breaker.allow():
             self._metrics.errors.labels(SOURCE, "circuit_open").inc()
             return None
         try:
-            with self._tracer.start_as_current_span("redis.merge_windows") as span:
+            with self._tracer.start_as_current_span("redis.read_windows") as span:
                 span.set_attribute("db.system", "redis")
-                span.set_attribute("db.operation", "EVALSHA")
+                span.set_attribute("db.operation", "MGET")
                 stored = self._fetch(plans, entities, when_ms)
+                span.set_attribute("parity.merged_entities", sum(len(m) for _, _, m in stored.values()))
         except redis.RedisError as exc:
             self._breaker.failure()
             reason = "timeout" if isinstance(exc, redis.TimeoutError) else "unavailable"
@@ -402,31 +323,46 @@ class OnlineStore:
 
     def _fetch(
         self, plans: Mapping[str, _ViewPlan], entities: Mapping[str, list[str]], when_ms: int
-    ) -> dict[str, tuple[int | None, list[Sequence[bytes]]]]:
-        calls: list[tuple[str, int]] = []  # (view, entities in the call)
-        args_of: list[tuple[list[str], list[str | int]]] = []
-        prefix = self._cfg.key_prefix
+    ) -> dict[str, tuple[int | None, list[Sequence[bytes | None]], list[int]]]:
+        """Per view: (completeness, the slots of each entity, the entities merged at read time)."""
+        keys: list[str] = []
         for name, plan in plans.items():
-            view = plan.view
-            end_s = window_end_ms(view, when_ms) // 1000
+            head = plan.window_head
+            keys.append(plan.completeness_key)
+            keys.extend([head + entity for entity in entities[name]])
+        replies: list[bytes | None] = self._client.mget(keys)  # type: ignore[assignment]
+        result: dict[str, tuple[int | None, list[Sequence[bytes | None]], list[int]]] = {}
+        merges: list[tuple[str, int, list[str], list[int]]] = []  # (view, end, keys, entity indexes)
+        at = 0
+        for name, plan in plans.items():
+            raw_completeness = replies[at]
             names = entities[name]
-            done = 0
-            while True:
-                chunk = names[done : done + CHUNK]
-                keys = [completeness_key(prefix, view)] + [entity_key(prefix, view, e) for e in chunk]
-                args_of.append((keys, [end_s, *plan.static_args]))
-                calls.append((name, len(chunk)))
-                done += len(chunk)
-                if done >= len(names):
-                    break
-        replies = self._run(args_of)
-        result: dict[str, tuple[int | None, list[Sequence[bytes]]]] = {}
-        for (name, _), reply in zip(calls, replies, strict=True):
-            completeness = int(reply[0]) if reply[0] else None
-            if name in result:
-                result[name][1].extend(reply[1:])
-            else:
-                result[name] = (completeness, list(reply[1:]))
+            end_s = window_end_ms(plan.view, when_ms) // 1000
+            absent = (None,) * len(plan.slot_names)
+            slots: list[Sequence[bytes | None]] = []
+            stale: list[int] = []
+            for index, stored in enumerate(replies[at + 1 : at + 1 + len(names)]):
+                if stored is None:  # no tiles at all
+                    slots.append(absent)
+                    continue
+                parts = stored.split(b"|")
+                if not int(parts[0]) <= end_s < int(parts[1]):
+                    stale.append(index)
+                slots.append(parts[2:])
+            at += 1 + len(names)
+            for begin in range(0, len(stale), CHUNK):
+                chunk = stale[begin : begin + CHUNK]
+                merges.append(
+                    (name, end_s, [plan.completeness_key] + [plan.key_head + names[i] for i in chunk], chunk)
+                )
+            completeness = int(raw_completeness) if raw_completeness is not None else None
+            result[name] = (completeness, slots, stale)
+        if merges:
+            merged = self._run([(keys, [end_s, *plans[name].layout]) for name, end_s, keys, _ in merges])
+            for (name, _, _, chunk), reply in zip(merges, merged, strict=True):
+                view_slots = result[name][1]
+                for index, entity_slots in zip(chunk, reply[1:], strict=True):
+                    view_slots[index] = entity_slots
         return result
 
     def _run(self, calls: Sequence[tuple[list[str], list[str | int]]]) -> list[Any]:
@@ -448,24 +384,25 @@ class OnlineStore:
         self,
         refs: Sequence[FeatureRef],
         plans: Mapping[str, _ViewPlan],
-        stored: Mapping[str, tuple[int | None, list[Sequence[bytes]]]],
+        stored: Mapping[str, tuple[int | None, list[Sequence[bytes | None]], list[int]]],
         rows: int,
         when_ms: int,
     ) -> list[dict[str, FeatureValue]]:
-        wanted = {name: [r for r in refs if r.view.name == name] for name in plans}
         out: list[dict[str, FeatureValue]] = [{} for _ in range(rows)]
         defaults = self._metrics.defaults
         for name, plan in plans.items():
-            completeness, replies = stored[name]
+            completeness, replies, merged = stored[name]
             view = plan.view
-            missing = stale = 0
+            self._metrics.entities.labels(name).inc(len(replies))
+            if merged:
+                self._metrics.merged.labels(name).inc(len(merged))
+            wanted = [(ref.feature, ref.qualified) for ref in refs if ref.view.name == name]
+            finished = finish_many(view, [plan.raw(reply) for reply in replies], when_ms, completeness)
             serves_default_when_stale = view.on_stale is OnStale.DEFAULT
-            for index, reply in enumerate(replies):
-                values = finish(view, plan.raw(reply), when_ms, completeness)
-                row = out[index]
-                for ref in wanted[name]:
-                    value = values[ref.feature]
-                    row[ref.qualified] = value
+            missing = stale = 0
+            for row, values in zip(out, finished, strict=True):
+                for feature, qualified in wanted:
+                    value = row[qualified] = values[feature]
                     if value.status is Status.MISSING:
                         missing += 1
                     elif value.status is Status.STALE and serves_default_when_stale:

@@ -12,8 +12,9 @@ in a buffer that a crash after a checkpoint could lose.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import redis
@@ -22,31 +23,17 @@ from features.definition import FeatureView
 from parity.config import RedisConfig
 from parity.errors import SinkError
 from sinks.base import TileRow, WriteResult
-from sinks.redis_layout import completeness_key, encode_tile, entity_key, late_events_key
+from sinks.redis_layout import (
+    completeness_key,
+    due_key,
+    encode_tile,
+    entity_key,
+    late_events_key,
+    window_key,
+)
+from sinks.redis_windows import REFRESH_SCRIPT, SET_TILES_SCRIPT, layout_args
 
 log = logging.getLogger(__name__)
-
-# KEYS[1]: the entity hash. ARGV[1]: prune tiles starting before this (epoch s).
-# ARGV[2..]: field, value pairs; a value starts with its event count (the version).
-_SET_TILES = """
-local applied = 0
-for i = 2, #ARGV, 2 do
-  local version = tonumber(string.match(ARGV[i + 1], '^[^|]*'))
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  if current == false or tonumber(string.match(current, '^[^|]*')) <= version then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    applied = applied + 1
-  end
-end
-local prune_before = tonumber(ARGV[1])
-for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-  local start = tonumber(field)
-  if start ~= nil and start < prune_before then
-    redis.call('HDEL', KEYS[1], field)
-  end
-end
-return applied
-"""
 
 # KEYS[1]: the completeness key. ARGV[1]: a tile end (epoch ms). Only ever moves forward.
 _ADVANCE = """
@@ -76,17 +63,31 @@ class RedisTileSink:
 
     Tiles that start before the entity's newest tile end minus (longest window
     + prune margin) can no longer be part of any window and are pruned.
+
+    Every write also recomputes the entity's window values for the current
+    window end (``sinks.redis_windows``), so an online read is one HMGET.
+    That work is skipped while the view is catching up (its tiles older than
+    its max staleness): the values are marked out of date instead, and the
+    first completeness advance after catching up recomputes them all. Reads
+    stay exact either way; out-of-date values are merged at read time.
+
+    Args:
+        clock: wall-clock epoch ms; decides which window end to precompute.
     """
 
-    def __init__(self, view: FeatureView, cfg: RedisConfig) -> None:
+    def __init__(self, view: FeatureView, cfg: RedisConfig, clock: Callable[[], int] | None = None) -> None:
         self._view = view
         self._cfg = cfg
+        self._clock = clock or _now_ms
         self._client: redis.Redis | None = None
         self._horizon_ms = int((view.longest_window + view.prune_margin) / timedelta(milliseconds=1))
+        self._staleness_ms = int(view.max_staleness / timedelta(milliseconds=1))
+        self._layout = layout_args(view)
 
     def open(self) -> None:
         self._client = connect(self._cfg)
-        self._set_tiles = self._client.register_script(_SET_TILES)
+        self._set_tiles = self._client.register_script(SET_TILES_SCRIPT)
+        self._refresh = self._client.register_script(REFRESH_SCRIPT)
         self._advance = self._client.register_script(_ADVANCE)
 
     def write(self, rows: Sequence[TileRow]) -> WriteResult:
@@ -99,15 +100,20 @@ class RedisTileSink:
         by_entity: dict[str, list[TileRow]] = defaultdict(list)
         for row in rows:
             by_entity[row.entity].append(row)
+        now_ms = self._clock()
+        at = str(self._window_end_s(now_ms))
+        prefix = self._cfg.key_prefix
+        due = due_key(prefix, self._view)
         pipe = client.pipeline(transaction=False)
         for entity, tiles in by_entity.items():
             newest_end = max(t.tile_end_ms for t in tiles)
-            argv: list[str | int] = [(newest_end - self._horizon_ms) // 1000]
+            fresh = newest_end >= now_ms - self._staleness_ms
+            argv: list[str | int] = [(newest_end - self._horizon_ms) // 1000, at if fresh else "", entity]
+            argv.extend(self._layout)
             for tile in tiles:
                 argv.extend(encode_tile(tile))
-            self._set_tiles(
-                keys=[entity_key(self._cfg.key_prefix, self._view, entity)], args=argv, client=pipe
-            )
+            keys = [entity_key(prefix, self._view, entity), window_key(prefix, self._view, entity), due]
+            self._set_tiles(keys=keys, args=argv, client=pipe)
         try:
             applied = sum(int(n) for n in pipe.execute())
         except redis.RedisError as exc:
@@ -117,8 +123,12 @@ class RedisTileSink:
             ) from exc
         return WriteResult(applied=applied, refused_stale=len(rows) - applied)
 
-    def advance_completeness(self, tile_end_ms: int) -> None:
-        """Move the view's completeness watermark forward (never back)."""
+    def advance_completeness(self, tile_end_ms: int) -> int:
+        """Move the view's completeness watermark forward (never back); refresh due window values.
+
+        The refresh runs only once the view has caught up (``tile_end_ms``
+        within its max staleness of the clock). Returns the entities refreshed.
+        """
         client = self._require_client()
         try:
             self._advance(
@@ -127,6 +137,38 @@ class RedisTileSink:
         except redis.RedisError as exc:
             raise SinkError(
                 f"Redis did not take the completeness watermark of {self._view.qualified_name}: {exc}"
+            ) from exc
+        if tile_end_ms < self._clock() - self._staleness_ms:
+            return 0
+        return self.refresh()
+
+    def refresh(self, batch: int = 500) -> int:
+        """Recompute every entity whose window values changed at or before the current window end.
+
+        Works in script calls of at most ``batch`` entities, so Redis is never
+        held for long. Returns the entities refreshed.
+        """
+        client = self._require_client()
+        at = self._window_end_s(self._clock())
+        prefix = self._cfg.key_prefix
+        args = [
+            at,
+            batch,
+            entity_key(prefix, self._view, ""),
+            window_key(prefix, self._view, ""),
+            *self._layout,
+        ]
+        keys = [due_key(prefix, self._view)]
+        total = 0
+        try:
+            while True:
+                done = int(self._refresh(keys=keys, args=args, client=client))
+                total += done
+                if done < batch:
+                    return total
+        except redis.RedisError as exc:
+            raise SinkError(
+                f"Redis did not take the window values of {self._view.qualified_name}: {exc}"
             ) from exc
 
     def completeness_ms(self) -> int | None:
@@ -152,7 +194,14 @@ class RedisTileSink:
             self._client.close()
             self._client = None
 
+    def _window_end_s(self, ms: int) -> int:
+        return (ms - ms % self._view.tile_ms) // 1000
+
     def _require_client(self) -> redis.Redis:
         if self._client is None:
             raise SinkError("RedisTileSink used before open()")
         return self._client
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -4,8 +4,12 @@
   the field is the tile start in epoch seconds, the value is
   ``<events>|<agg1>|<agg2>...`` in the view's aggregation order (an empty
   string for a NULL min/max).
+- ``<prefix>:<view>:v<version>:w:<entity>`` holds the entity's window values,
+  precomputed for one window end (see ``sinks.redis_windows``).
 - ``<prefix>:<view>:v<version>:completeness`` holds the view's completeness
   watermark: epoch milliseconds up to which every tile has been written.
+- ``<prefix>:<view>:v<version>:due`` is a sorted set of entities, scored by
+  the window end (epoch s) at which their precomputed values change next.
 - ``<prefix>:<view>:v<version>:late_events`` counts source events that
   arrived after their tile had closed (at-least-once: a restart may recount).
 """
@@ -25,6 +29,14 @@ def entity_key(prefix: str, view: FeatureView, entity: str) -> str:
 
 def completeness_key(prefix: str, view: FeatureView) -> str:
     return f"{prefix}:{view.name}:v{view.version}:completeness"
+
+
+def window_key(prefix: str, view: FeatureView, entity: str) -> str:
+    return f"{prefix}:{view.name}:v{view.version}:w:{entity}"
+
+
+def due_key(prefix: str, view: FeatureView) -> str:
+    return f"{prefix}:{view.name}:v{view.version}:due"
 
 
 def late_events_key(prefix: str, view: FeatureView) -> str:

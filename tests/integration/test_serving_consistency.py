@@ -28,7 +28,8 @@ from serving.online import OnlineStore
 from sinks import iceberg
 from sinks.base import TileRow
 from sinks.redis import RedisTileSink
-from sinks.redis_layout import encode_tile, entity_key
+from sinks.redis_layout import entity_key, window_key
+from sinks.redis_windows import slot_names
 
 pytestmark = pytest.mark.integration
 
@@ -59,12 +60,17 @@ def random_tiles(rng: random.Random, users: int) -> list[TileRow]:
 
 
 def seed(iso, rows: list[TileRow], closed_hours: int) -> int:
-    """Write tiles to both stores, and `closed_hours` closed periods; return the watermark."""
-    sink = RedisTileSink(user_stats, iso.redis)
+    """Write tiles to both stores, and `closed_hours` closed periods; return the watermark.
+
+    The sink's clock is the watermark, as for a job that has caught up, so it
+    precomputes window values: reads at the watermark's end use them, reads at
+    other times merge tiles.
+    """
+    watermark = to_ms(T0) + closed_hours * HOUR
+    sink = RedisTileSink(user_stats, iso.redis, clock=lambda: watermark)
     sink.open()
     try:
         sink.write(rows)
-        watermark = to_ms(T0) + closed_hours * HOUR
         sink.advance_completeness(watermark)
     finally:
         sink.close()
@@ -145,6 +151,10 @@ def test_online_at_t_equals_historical_at_t_status_included(isolated):
     finally:
         store.close()
     assert statuses == {"present", "missing", "stale"}
+    # Both online paths were compared: values precomputed by the sink, and tiles merged at read time.
+    registry, labels = store.metrics.registry, {"view": "user_stats"}
+    merged = registry.get_sample_value("feature_entities_merged_total", labels)
+    assert 0 < merged < registry.get_sample_value("feature_entities_read_total", labels) - len(users)
 
 
 def test_online_merge_in_redis_equals_assemble_for_every_aggregation_kind(isolated):
@@ -293,13 +303,15 @@ def test_skew_is_zero_when_clean_and_exits_1_on_one_corrupted_value(isolated, mo
     assert (report["sampled"], report["equal"], report["differing"]) == (25, 25, 0)
     assert 'feature_skew_ratio{view="user_stats"} 0.0' in textfile.read_text()
 
-    # Corrupt one tile inside the 1-day window of one entity, in Redis only.
-    newest = max(rows, key=lambda r: r.tile_start_ms)
-    bad = TileRow(newest.entity, newest.tile_start_ms, newest.tile_end_ms, 999, (900, 99, 9))
+    # Corrupt the value Redis serves for one entity's clicks in the last day, in Redis only.
+    bad = max(rows, key=lambda r: r.tile_start_ms)
     cfg = isolated.redis
     client = redis.Redis(host=cfg.host, port=cfg.port)
     try:
-        client.hset(entity_key(cfg.key_prefix, user_stats, bad.entity), *encode_tile(bad))
+        key = window_key(cfg.key_prefix, user_stats, bad.entity)
+        stored = client.get(key).split(b"|")
+        stored[2 + slot_names(user_stats).index("clicks_1d")] = b"99"
+        client.set(key, b"|".join(stored))
     finally:
         client.close()
     code, report = _skew(monkeypatch, isolated, capsys, "--textfile", str(textfile), "--threshold", "0.01")
@@ -319,7 +331,8 @@ def test_skew_counts_entities_missing_on_either_side(isolated, monkeypatch, caps
     sink.close()
     cfg = isolated.redis
     client = redis.Redis(host=cfg.host, port=cfg.port)
-    client.delete(entity_key(cfg.key_prefix, user_stats, rows[0].entity))
+    gone = rows[0].entity
+    client.delete(entity_key(cfg.key_prefix, user_stats, gone), window_key(cfg.key_prefix, user_stats, gone))
     client.close()
     code, report = _skew(monkeypatch, isolated, capsys)
     assert code == 1

@@ -218,4 +218,4 @@ def test_http_serves_features_and_refuses_bad_requests_with_a_reason(http_server
     assert "u1" not in metrics
     # Spans go to the console exporter (batched); log lines carry the trace id.
     wait_for(lambda: "get_online_features" in log.read_text(), timeout=15, what="a span in the server log")
-    assert "redis.merge_windows" in log.read_text()
+    assert "redis.read_windows" in log.read_text()

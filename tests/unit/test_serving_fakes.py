@@ -1,8 +1,9 @@
 """An in-memory stand-in for the Redis calls the online store makes.
 
 The merge script's contract is played by ``assembly.window_values``; the real
-Lua script is held to the same contract against a real Redis in the
-integration tests.
+Lua scripts are held to the same contract against a real Redis in the
+integration tests. Like the real sink, ``put`` marks an entity's precomputed
+window values out of date; ``precompute`` stores them for one window end.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from collections.abc import Mapping
 
 import redis
 
-from features.definition import FeatureView, duration_label
+from features.definition import FeatureView
 from serving.assembly import Tile, window_values
 from sinks.base import TileRow
 from sinks.redis_layout import decode_tiles, encode_tile
+from sinks.redis_windows import slot_names
 
 
 class FakePipeline:
@@ -23,14 +25,18 @@ class FakePipeline:
         self.calls: list[tuple[str, ...]] = []
 
     def evalsha(self, sha, numkeys, *keys_and_args):
-        self.calls.append((sha, numkeys, *keys_and_args))
+        self.calls.append(("evalsha", (numkeys, *keys_and_args)))
         return self
 
     def execute(self):
         self.owner.round_trips += 1
         if self.owner.fail is not None:
             raise self.owner.fail
-        return [self.owner.merge(call) for call in self.calls]
+        out = []
+        for command, args in self.calls:
+            assert command == "evalsha", command
+            out.append(self.owner.merge(args))
+        return out
 
 
 class FakeRedis:
@@ -47,6 +53,23 @@ class FakeRedis:
         field, value = encode_tile(row)
         key = f"{self.prefix}:{view.name}:v{view.version}:e:{row.entity}"
         self.hashes.setdefault(key, {})[field.encode()] = value.encode()
+        self.strings[f"{self.prefix}:{view.name}:v{view.version}:w:{row.entity}"] = b"0|0"
+
+    def precompute(self, view: FeatureView, entity: str, at_ms: int) -> int:
+        """Store the entity's window values for end ``at_ms``, as the sink's script does.
+
+        The end up to which they hold is found by brute force: the first later
+        tile end at which any value differs. Returns it (epoch ms).
+        """
+        key = f"{self.prefix}:{view.name}:v{view.version}:e:{entity}"
+        slots = self._slots(view, key, at_ms)
+        until = at_ms + view.tile_ms
+        horizon = at_ms + int(view.longest_window.total_seconds() * 1000) + 2 * view.tile_ms
+        while until < horizon and self._slots(view, key, until) == slots:
+            until += view.tile_ms
+        stored = b"|".join([str(at_ms // 1000).encode(), str(until // 1000).encode(), *slots])
+        self.strings[f"{self.prefix}:{view.name}:v{view.version}:w:{entity}"] = stored
+        return until
 
     def set_completeness(self, view: FeatureView, ms: int) -> None:
         self.strings[f"{self.prefix}:{view.name}:v{view.version}:completeness"] = str(ms).encode()
@@ -71,6 +94,12 @@ class FakeRedis:
             raise self.fail
         return self.strings.get(key)
 
+    def mget(self, keys):
+        self.round_trips += 1
+        if self.fail is not None:
+            raise self.fail
+        return [self.strings.get(key) for key in keys]
+
     def hgetall(self, key):
         return dict(self.hashes.get(key, {}))
 
@@ -78,21 +107,19 @@ class FakeRedis:
         pass
 
     def merge(self, call):
-        _, numkeys, *rest = call
+        numkeys, *rest = call
         keys, args = rest[:numkeys], rest[numkeys:]
         view = next(v for v in self.views.values() if keys[0].startswith(f"{self.prefix}:{v.name}:v"))
         end_ms = int(args[0]) * 1000
         out: list = [self.strings.get(keys[0], b"")]
         for key in keys[1:]:
-            tiles = [Tile(s, e, v) for s, e, v in decode_tiles(view, self.hashes.get(key, {}))]
-            raw = window_values(view, tiles, end_ms)
-            slots = []
-            for window in view.windows:
-                for agg in view.aggregations:
-                    value = raw[f"{agg.name}_{duration_label(window)}"]
-                    slots.append(b"" if value is None else repr(value).encode())
-            out.append(slots)
+            out.append(self._slots(view, key, end_ms))
         return out
+
+    def _slots(self, view: FeatureView, key: str, end_ms: int) -> list[bytes]:
+        tiles = [Tile(s, e, v) for s, e, v in decode_tiles(view, self.hashes.get(key, {}))]
+        raw = window_values(view, tiles, end_ms)
+        return [b"" if raw[name] is None else repr(raw[name]).encode() for name in slot_names(view)]
 
 
 def down() -> Exception:

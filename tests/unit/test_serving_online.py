@@ -61,7 +61,7 @@ def fill(fake, rng, users):
     fake.set_completeness(spend, to_ms(T0) + 24 * 8 * HOUR)
 
 
-def test_many_views_and_entities_in_one_round_trip_equal_assemble(fake):
+def test_out_of_date_values_are_merged_in_a_second_round_trip_and_equal_assemble(fake):
     rng = random.Random(3)
     fill(fake, rng, users=150)  # more than one script call per view (CHUNK entities each)
     store, metrics = make_store()
@@ -70,7 +70,7 @@ def test_many_views_and_entities_in_one_round_trip_equal_assemble(fake):
         as_of = T0 + timedelta(minutes=rng.randint(0, 12 * 24 * 60))
         before = fake.round_trips
         got = store.get_online_features(ALL, rows, as_of=as_of)
-        assert fake.round_trips == before + 1
+        assert fake.round_trips == before + 2
         for view in (user_stats, spend):
             completeness = int(fake.strings[f"t:{view.name}:v1:completeness"])
             for row, values in zip(rows, got, strict=True):
@@ -79,6 +79,40 @@ def test_many_views_and_entities_in_one_round_trip_equal_assemble(fake):
                     assert values[f"{view.name}:{name}"] == expected[name], (row, name)
     assert sample(metrics, "feature_fetch_latency_seconds_count", source="redis") == 5
     assert sample(metrics, "feature_defaults_served_total", view="user_stats", reason="missing") > 0
+    with_tiles = sum(1 for key in fake.hashes if key.startswith("t:user_stats:"))
+    assert sample(metrics, "feature_entities_read_total", view="user_stats") == 5 * 151
+    assert sample(metrics, "feature_entities_merged_total", view="user_stats") == 5 * with_tiles
+
+
+def test_precomputed_values_serve_the_ends_they_hold_for_and_the_rest_is_merged(fake):
+    rng = random.Random(4)
+    fill(fake, rng, users=60)
+    at = to_ms(T0) + 200 * HOUR
+    users = [f"u{u}" for u in range(61)]  # u60 has no tiles: no hash, nothing to merge
+    until = {(view.name, u): fake.precompute(view, u, at) for view in (user_stats, spend) for u in users[:60]}
+    store, metrics = make_store()
+    rows = [{"user_id": u} for u in users]
+    merged_before = 0
+    for hours in (-1, 0, 0.5, 1, 2, 3, 5, 8, 13, 24, 25, 60, 200):
+        as_of_ms = at + int(hours * HOUR)
+        as_of = datetime.fromtimestamp(as_of_ms / 1000, UTC)
+        end = as_of_ms - as_of_ms % HOUR
+        expect_merged = {
+            name: sum(1 for (v, _), u in until.items() if v == name and not at <= end < u) for name in VIEWS
+        }
+        before = fake.round_trips
+        got = store.get_online_features(ALL, rows, as_of=as_of)
+        assert fake.round_trips == before + (2 if any(expect_merged.values()) else 1), hours
+        for view in (user_stats, spend):
+            completeness = int(fake.strings[f"t:{view.name}:v1:completeness"])
+            for row, values in zip(rows, got, strict=True):
+                expected = assemble(view, store.tiles(view, row["user_id"]), as_of, completeness)
+                for name in view.feature_names:
+                    assert values[f"{view.name}:{name}"] == expected[name], (row, name, hours)
+        merged = sample(metrics, "feature_entities_merged_total", view="user_stats")
+        assert merged - merged_before == expect_merged["user_stats"], hours
+        merged_before = merged
+    assert 0 < merged_before < 13 * 60  # both paths were taken
 
 
 @pytest.mark.parametrize(
