@@ -96,18 +96,21 @@ class RedisTiles(_RedisFunction):
 
 
 class RedisCompleteness(_RedisFunction):
-    """eval(tile_end_ms) -> tile_end_ms; moves the view's completeness watermark forward."""
+    """eval(tile_end_ms) -> tile_end_ms; moves the view's completeness watermark forward
+    and refreshes the window values due by then (RedisTileSink.advance_completeness)."""
 
     def open(self, function_context: FunctionContext) -> None:
         super().open(function_context)
         # How far the view's completeness lags the wall clock: a stalled or lagging job.
         self._lag_ms = 0
         self._metrics.gauge("completeness_lag_ms", lambda: self._lag_ms)
+        # Entities whose precomputed window values were merged again as their windows moved.
+        self._refreshed = self._metrics.counter("redis_windows_refreshed")
 
     def eval(self, tile_end_ms: pd.Series) -> pd.Series:
         if len(tile_end_ms):
             newest = int(tile_end_ms.max())
-            self._require_sink().advance_completeness(newest)
+            self._refreshed.inc(self._require_sink().advance_completeness(newest))
             self._lag_ms = max(0, int(time.time() * 1000) - newest)
         return tile_end_ms
 
