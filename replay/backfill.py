@@ -308,6 +308,9 @@ def _to_online(view: FeatureView, staged: pa.Table) -> int:
         written = 0
         for i in range(0, len(rows), 1000):
             written += sink.write(rows[i : i + 1000]).applied
+        # Replayed tiles are old, so the sink marked the window values out of date:
+        # merge them now rather than wait for the streaming job's next advance.
+        sink.refresh()
         return written
     finally:
         sink.close()
