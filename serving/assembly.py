@@ -128,10 +128,10 @@ def finish_many(
     end = from_ms(window_end_ms(view, as_of_ms))
     stale = is_stale(view, as_of_ms, completeness_ms)
     absent_status = Status.STALE if stale else Status.MISSING
-    absent = {name: FeatureValue(view.defaults[name], absent_status, end) for name in view.feature_names}
     present_status = Status.STALE if stale else Status.PRESENT
     # Stale under OnStale.DEFAULT: a value that is there is served as the default, like an absent one.
     hides_values = stale and view.on_stale is OnStale.DEFAULT
+    defaults = view.defaults
     window_names = view.window_features
     derived = view.derived
     out = []
@@ -140,13 +140,13 @@ def finish_many(
         for name in window_names:
             value = raw[name]
             if value is None or hides_values:
-                result[name] = absent[name]
+                result[name] = FeatureValue(defaults[name], absent_status, end)
             else:
                 result[name] = FeatureValue(value, present_status, end)
         for ratio in derived:
             num, den = raw[ratio.numerator], raw[ratio.denominator]
             if num is None or den is None or hides_values:
-                result[ratio.name] = absent[ratio.name]
+                result[ratio.name] = FeatureValue(defaults[ratio.name], absent_status, end)
             else:
                 quotient = ratio.on_zero if den == 0 else num / den
                 result[ratio.name] = FeatureValue(quotient, present_status, end)

@@ -181,7 +181,11 @@ class OnlineStore:
         self._plans = {name: _ViewPlan.of(view, self._cfg.key_prefix) for name, view in self._views.items()}
         self._refs: dict[tuple[str, ...], list[FeatureRef]] = {}
         self._metrics = metrics or ServingMetrics.default()
+        # Metric children bound once: looking a label set up costs a lock on every read.
         self._latency = self._metrics.latency.labels(SOURCE)
+        self._breaker_open = self._metrics.breaker_open.labels(SOURCE)
+        self._read = {name: self._metrics.entities.labels(name) for name in self._views}
+        self._merged = {name: self._metrics.merged.labels(name) for name in self._views}
         self._breaker = CircuitBreaker(self._serving.breaker_failures, self._serving.breaker_cooldown_s)
         self._client: redis.Redis = connect(self._cfg, self._serving.timeout_s)
         self._script = self._client.register_script(MERGE_SCRIPT)
@@ -231,9 +235,10 @@ class OnlineStore:
         entities = {name: [entity_of(plan.view, row) for row in entity_rows] for name, plan in plans.items()}
         when_ms = to_ms(as_of) if as_of is not None else int(time.time() * 1000)
         with self._tracer.start_as_current_span("get_online_features") as span:
-            span.set_attribute("parity.entities", len(entity_rows))
-            span.set_attribute("parity.features", len(refs))
-            span.set_attribute("parity.views", ",".join(plans))
+            if span.is_recording():
+                span.set_attribute("parity.entities", len(entity_rows))
+                span.set_attribute("parity.features", len(refs))
+                span.set_attribute("parity.views", ",".join(plans))
             stored = self._fetch_guarded(plans, entities, when_ms)
             if stored is None:
                 span.set_attribute("parity.status", Status.ERROR.value)
@@ -303,22 +308,23 @@ class OnlineStore:
             return None
         try:
             with self._tracer.start_as_current_span("redis.read_windows") as span:
-                span.set_attribute("db.system", "redis")
-                span.set_attribute("db.operation", "MGET")
                 stored = self._fetch(plans, entities, when_ms)
-                span.set_attribute("parity.merged_entities", sum(len(m) for _, _, m in stored.values()))
+                if span.is_recording():
+                    span.set_attribute("db.system", "redis")
+                    span.set_attribute("db.operation", "MGET")
+                    span.set_attribute("parity.merged_entities", sum(len(m) for _, _, m in stored.values()))
         except redis.RedisError as exc:
             self._breaker.failure()
             reason = "timeout" if isinstance(exc, redis.TimeoutError) else "unavailable"
             self._metrics.errors.labels(SOURCE, reason).inc()
-            self._metrics.breaker_open.labels(SOURCE).set(self._breaker.state is not BreakerState.CLOSED)
+            self._breaker_open.set(self._breaker.state is not BreakerState.CLOSED)
             log.warning("online read failed (%s), serving defaults: %s", reason, exc)
             return None
         except BaseException:
             self._breaker.failure()
             raise
         self._breaker.success()
-        self._metrics.breaker_open.labels(SOURCE).set(0)
+        self._breaker_open.set(0)
         return stored
 
     def _fetch(
@@ -393,9 +399,9 @@ class OnlineStore:
         for name, plan in plans.items():
             completeness, replies, merged = stored[name]
             view = plan.view
-            self._metrics.entities.labels(name).inc(len(replies))
+            self._read[name].inc(len(replies))
             if merged:
-                self._metrics.merged.labels(name).inc(len(merged))
+                self._merged[name].inc(len(merged))
             wanted = [(ref.feature, ref.qualified) for ref in refs if ref.view.name == name]
             finished = finish_many(view, [plan.raw(reply) for reply in replies], when_ms, completeness)
             serves_default_when_stale = view.on_stale is OnStale.DEFAULT
