@@ -344,17 +344,24 @@ class OnlineStore:
             raw_completeness = replies[at]
             names = entities[name]
             end_s = window_end_ms(plan.view, when_ms) // 1000
-            absent = (None,) * len(plan.slot_names)
+            width = len(plan.slot_names)
+            absent = (None,) * width
             slots: list[Sequence[bytes | None]] = []
             stale: list[int] = []
             for index, stored in enumerate(replies[at + 1 : at + 1 + len(names)]):
                 if stored is None:  # no tiles at all
                     slots.append(absent)
                     continue
+                # <from>|<until>|<slots>[|<until 2>|<slots>]: see sinks.redis_windows.
                 parts = stored.split(b"|")
-                if not int(parts[0]) <= end_s < int(parts[1]):
+                until = int(parts[1])
+                if int(parts[0]) <= end_s < until:
+                    slots.append(parts[2 : 2 + width])
+                elif len(parts) > 2 + width and until <= end_s < int(parts[2 + width]):
+                    slots.append(parts[3 + width :])
+                else:
                     stale.append(index)
-                slots.append(parts[2:])
+                    slots.append(absent)
             at += 1 + len(names)
             for begin in range(0, len(stale), CHUNK):
                 chunk = stale[begin : begin + CHUNK]

@@ -143,21 +143,19 @@ class RedisTileSink:
         return self.refresh()
 
     def refresh(self, batch: int = 500) -> int:
-        """Recompute every entity whose window values changed at or before the current window end.
+        """Recompute every entity whose stored window values stop covering reads by the next tile end.
 
         Works in script calls of at most ``batch`` entities, so Redis is never
         held for long. Returns the entities refreshed.
         """
         client = self._require_client()
         at = self._window_end_s(self._clock())
+        # Values covered only up to the next tile boundary are refreshed now: the
+        # job's next advance comes after that boundary plus the allowed lateness.
+        due_by = at + self._view.tile_ms // 1000
         prefix = self._cfg.key_prefix
-        args = [
-            at,
-            batch,
-            entity_key(prefix, self._view, ""),
-            window_key(prefix, self._view, ""),
-            *self._layout,
-        ]
+        heads = [entity_key(prefix, self._view, ""), window_key(prefix, self._view, "")]
+        args = [at, due_by, batch, *heads, *self._layout]
         keys = [due_key(prefix, self._view)]
         total = 0
         try:

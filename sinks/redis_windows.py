@@ -2,31 +2,40 @@
 
 Next to its tile hash, each entity has a string key
 ``<prefix>:<view>:v<version>:w:<entity>`` holding the view's window aggregates
-merged for one window end, so an online read of many entities is one MGET:
+merged for two consecutive ranges of window ends, so an online read of many
+entities is one MGET:
 
-    <from>|<until>|<slot 1>|...|<slot n>
+    <from>|<until>|<slot 1>|...|<slot n>[|<until 2>|<slot 1>|...|<slot n>]
 
-- ``from``: the window end (epoch s) the values were merged for;
+- ``from``: the window end (epoch s) the first values were merged for;
 - ``until``: the first later end at which any of them changes, given the
   entity's tiles (a tile entering or leaving a window); ``0`` while the values
   are out of date and wait for a refresh;
 - a slot per aggregation and window, window-major (``slot_names``), as the
-  merge returns it: ``''`` when no tile is in the window.
+  merge returns it: ``''`` when no tile is in the window;
+- then, unless nothing changes after ``from``, the values for the ends from
+  ``until`` up to ``until 2``.
 
-For every window end E with ``from <= E < until`` the stored values are
-exactly what the merge returns for E over the entity's tiles: no tile enters
-or leaves a window in between, and every tile write recomputes them in the
-same script that sets the tile. Any other E (a past ``as_of``, or values that
+For every window end E in one of the two ranges the stored values are exactly
+what the merge returns for E over the entity's tiles: no tile enters or leaves
+a window inside a range, and every tile write recomputes them in the same
+script that sets the tile. Any other E (a past ``as_of``, or values that
 decayed before a refresh) is merged from the tiles at read time, by the same
 Lua function. An entity without the key has no tiles: the script that writes
 a tile always sets it.
 
+Why two ranges: the job refreshes values when its completeness watermark
+advances, which is a tile period plus the allowed lateness behind the clock.
+Values that change at the next tile boundary are read from the second range
+until then, instead of being merged at read time.
+
 A string, not fields in the tile hash: Redis finds a field of a small hash by
 scanning it, and a tile hash holds up to a few hundred tiles.
 
-``<prefix>:<view>:v<version>:due`` is a sorted set of entities by ``until``:
-the event-time timers of the design. When the view's completeness watermark
-advances, the sink recomputes the entities whose values have changed since.
+``<prefix>:<view>:v<version>:due`` is a sorted set of entities by the end of
+what their stored values cover: the event-time timers of the design. When the
+view's completeness watermark advances, the sink recomputes the entities whose
+coverage ends within the next tile period.
 """
 
 from __future__ import annotations
@@ -161,20 +170,30 @@ local function merge(c, flat, end_s)
 end
 
 -- Recompute the window values of one entity (tile hash `key`, window key
--- `wkey`) for end `at` (epoch s, a string), or mark them out of date when `at`
--- is ''. Keeps the due set in step.
+-- `wkey`) for end `at` (epoch s, a string) and for the next end at which they
+-- change, or mark them out of date when `at` is ''. Files the entity in the due
+-- set under the end of what the two cover.
 local function store(c, key, wkey, due, member, at)
   if at == '' then
     call('SET', wkey, '0|0')
     call('ZADD', due, 0, member)
     return
   end
-  local res, changes = merge(c, call('HGETALL', key), tonum(at))
-  call('SET', wkey, at .. '|' .. string.format('%d', changes) .. '|' .. table.concat(res, '|'))
-  if changes == NEVER then
+  local flat = call('HGETALL', key)
+  local res, changes = merge(c, flat, tonum(at))
+  local value = at .. '|' .. string.format('%d', changes) .. '|' .. table.concat(res, '|')
+  local covered = changes
+  if changes ~= NEVER then
+    local later
+    res, later = merge(c, flat, changes)
+    value = value .. '|' .. string.format('%d', later) .. '|' .. table.concat(res, '|')
+    covered = later
+  end
+  call('SET', wkey, value)
+  if covered == NEVER then
     call('ZREM', due, member)
   else
-    call('ZADD', due, changes, member)
+    call('ZADD', due, covered, member)
   end
 end
 """.replace("@NEVER@", str(NEVER_S))
@@ -227,21 +246,21 @@ return applied
 """
 )
 
-# KEYS[1]: the view's due set. ARGV[1]: window end (epoch s); ARGV[2]: at most
-# this many entities; ARGV[3], ARGV[4]: the tile and window key heads
-# (<prefix>:<view>:v<N>:e: and :w:); ARGV[5..]: layout_args(). Recomputes the
-# entities whose values changed at or before ARGV[1]; returns how many it took
-# from the due set. It names keys it was not passed, so it needs a single Redis,
-# not Redis Cluster.
+# KEYS[1]: the view's due set. ARGV[1]: window end (epoch s); ARGV[2]: take the
+# entities whose values are covered up to this end or less; ARGV[3]: at most this
+# many; ARGV[4], ARGV[5]: the tile and window key heads (<prefix>:<view>:v<N>:e:
+# and :w:); ARGV[6..]: layout_args(). Recomputes them for ARGV[1] and returns how
+# many it took from the due set. It names keys it was not passed, so it needs a
+# single Redis, not Redis Cluster.
 REFRESH_SCRIPT = (
     _LIB
     + """
-local c = layout(5)
-local due = call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonum(ARGV[2]))
+local c = layout(6)
+local due = call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonum(ARGV[3]))
 for _, member in ipairs(due) do
-  local key = ARGV[3] .. member
+  local key = ARGV[4] .. member
   if call('EXISTS', key) == 1 then
-    store(c, key, ARGV[4] .. member, KEYS[1], member, ARGV[1])
+    store(c, key, ARGV[5] .. member, KEYS[1], member, ARGV[1])
   else
     call('ZREM', KEYS[1], member)
   end

@@ -23,6 +23,7 @@ from serving.online import OnlineStore
 from sinks.base import TileRow
 from sinks.redis import RedisTileSink
 from sinks.redis_layout import due_key, window_key
+from sinks.redis_windows import slot_names
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +105,13 @@ def merged(metrics: ServingMetrics) -> float:
     return metrics.registry.get_sample_value("feature_entities_merged_total", {"view": "spend"}) or 0.0
 
 
+def covered_until(stored: bytes) -> int:
+    """The end (epoch ms) of the window ends a stored value covers: its second range's, if any."""
+    parts = stored.split(b"|")
+    width = len(slot_names(spend))
+    return int(parts[2 + width] if len(parts) > 2 + width else parts[1]) * 1000
+
+
 def check_against_assemble(store: OnlineStore, users: list[str], as_of_ms: int) -> None:
     as_of = from_ms(as_of_ms)
     got = store.get_online_features(FEATURES, [{"user_id": u} for u in users], as_of=as_of)
@@ -127,9 +135,7 @@ def test_values_written_live_serve_every_end_they_hold_for_and_equal_assemble(en
     assert merged(env.metrics) == 0
 
     # Later ends without a refresh: the values that changed are merged, the rest are served as stored.
-    until = {
-        u: int(env.client.get(window_key(env.prefix, spend, u)).split(b"|")[1]) * 1000 for u in with_tiles
-    }
+    until = {u: covered_until(env.client.get(window_key(env.prefix, spend, u))) for u in with_tiles}
     at = NOW - NOW % HOUR
     for hours in (1, 2, 3, 4, 6, 12, 23, 24, 25, 48, 24 * 7, 24 * 7 + 1, 24 * 8):
         end = at + hours * HOUR
@@ -154,6 +160,8 @@ def test_the_due_set_refreshes_values_as_windows_decay(env):
         refreshed += sink.advance_completeness(env.clock.ms - env.clock.ms % HOUR)
         before = merged(env.metrics)
         check_against_assemble(store, users, env.clock.ms)
+        # The next tile end comes before the job's next advance: still served as stored.
+        check_against_assemble(store, users, env.clock.ms + HOUR)
         assert merged(env.metrics) == before, f"hour {hour}: a read merged instead of using refreshed values"
     assert refreshed > len(users)
     # Every tile has left every window: nothing is due any more.

@@ -56,23 +56,31 @@ class FakeRedis:
         self.strings[f"{self.prefix}:{view.name}:v{view.version}:w:{row.entity}"] = b"0|0"
 
     def precompute(self, view: FeatureView, entity: str, at_ms: int) -> int:
-        """Store the entity's window values for end ``at_ms``, as the sink's script does.
+        """Store the entity's window values for end ``at_ms`` and the next range, as the sink's script does.
 
-        The end up to which they hold is found by brute force: the first later
-        tile end at which any value differs. Returns it (epoch ms).
+        Each range's end is found by brute force: the first later tile end at
+        which any value differs. Returns the end of the second range (epoch ms).
         """
         key = f"{self.prefix}:{view.name}:v{view.version}:e:{entity}"
-        slots = self._slots(view, key, at_ms)
-        until = at_ms + view.tile_ms
-        horizon = at_ms + int(view.longest_window.total_seconds() * 1000) + 2 * view.tile_ms
-        while until < horizon and self._slots(view, key, until) == slots:
-            until += view.tile_ms
-        stored = b"|".join([str(at_ms // 1000).encode(), str(until // 1000).encode(), *slots])
-        self.strings[f"{self.prefix}:{view.name}:v{view.version}:w:{entity}"] = stored
-        return until
+        first = self._slots(view, key, at_ms)
+        until = self._next_change(view, key, at_ms)
+        second = self._slots(view, key, until)
+        later = self._next_change(view, key, until)
+        parts = [str(at_ms // 1000).encode(), str(until // 1000).encode(), *first]
+        parts += [str(later // 1000).encode(), *second]
+        self.strings[f"{self.prefix}:{view.name}:v{view.version}:w:{entity}"] = b"|".join(parts)
+        return later
 
     def set_completeness(self, view: FeatureView, ms: int) -> None:
         self.strings[f"{self.prefix}:{view.name}:v{view.version}:completeness"] = str(ms).encode()
+
+    def _next_change(self, view: FeatureView, key: str, end_ms: int) -> int:
+        slots = self._slots(view, key, end_ms)
+        later = end_ms + view.tile_ms
+        horizon = end_ms + int(view.longest_window.total_seconds() * 1000) + 2 * view.tile_ms
+        while later < horizon and self._slots(view, key, later) == slots:
+            later += view.tile_ms
+        return later
 
     # What the store calls.
     def register_script(self, script):
