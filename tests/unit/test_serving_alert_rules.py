@@ -54,6 +54,7 @@ def test_grafana_dashboard_queries_only_metrics_that_exist():
     known = (
         "feature_fetch_",
         "feature_defaults_served_total",
+        "feature_entities_",
         "feature_skew_",
         "flink_taskmanager_job_task_operator_pendingRecords",
     )
