@@ -18,7 +18,6 @@ Protocol of one replay of [start, end):
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import uuid
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from features.definition import FeatureView
 from parity import jobctl
 from parity.config import IcebergConfig, RedisConfig
 from parity.errors import InputError, JobError
+from replay.diff import diff_tiles
 from serving.assembly import from_ms, to_ms
 from sinks import iceberg
 from sinks.base import TileRow
@@ -102,10 +102,6 @@ def _range(column: str, start: datetime, end: datetime) -> BooleanExpression:
     lower: BooleanExpression = GreaterThanOrEqual(column, start.isoformat())  # type: ignore[arg-type,call-arg]
     upper: BooleanExpression = LessThan(column, end.isoformat())  # type: ignore[arg-type,call-arg]
     return And(lower, upper)
-
-
-def _key(row: dict[str, object], key: str) -> tuple[object, object]:
-    return row[key], row["tile_start"]
 
 
 def replay(
@@ -236,26 +232,10 @@ def _run_job(
 def _compare(
     view: FeatureView, table: Table, staged: pa.Table, start: datetime, end: datetime, s: ReplaySummary
 ) -> None:
-    key = view.entity.join_key
     current = table.scan(row_filter=_range("tile_start", start, end)).to_arrow()
-    before = {_key(r, key): r for r in current.to_pylist()}
-    after = {_key(r, key): r for r in staged.to_pylist()}
-    s.tiles_before, s.tiles_after = len(before), len(after)
-    s.tiles_added = len(after.keys() - before.keys())
-    s.tiles_removed = len(before.keys() - after.keys())
-    s.tiles_changed = sum(1 for k in after.keys() & before.keys() if not _same(after[k], before[k]))
-
-
-def _same(a: dict[str, object], b: dict[str, object]) -> bool:
-    """Equal rows; doubles within rounding, since a sum's last bits depend on the order it was added in."""
-    for name, value in a.items():
-        other = b[name]
-        if isinstance(value, float) and isinstance(other, float):
-            if not math.isclose(value, other, rel_tol=1e-9, abs_tol=1e-9):
-                return False
-        elif value != other:
-            return False
-    return True
+    diff = diff_tiles(current, staged, (view.entity.join_key, "tile_start"))
+    s.tiles_before, s.tiles_after = current.num_rows, staged.num_rows
+    s.tiles_added, s.tiles_removed, s.tiles_changed = diff.added, diff.removed, diff.changed
 
 
 def _swap(
