@@ -15,7 +15,8 @@ entity x 10 features and 100 entities x 10 features:
 - the limit: a pipelined HMGET of 10 precomputed values per entity;
 - Feast 0.67 get_online_features on the same Redis, in its own environment
   (.cache/feast-venv, created from bench/feast/requirements.txt on first run).
-Prints a table and one JSON line with the ratios.
+parity and the limit take turns call by call. Prints a table and one JSON
+line with the ratios.
 """
 
 from __future__ import annotations
@@ -77,15 +78,19 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def timed(call, reads: int) -> dict[str, float]:
+def timed(calls: dict, reads: int) -> dict[str, dict[str, float]]:
+    """Percentiles per reader; the readers take turns call by call, so a noisy
+    neighbour slows them alike instead of whichever happened to run then."""
     for _ in range(min(200, reads)):
-        call(0)
-    samples = []
+        for call in calls.values():
+            call(0)
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     for i in range(reads):
-        started = time.perf_counter()
-        call(i)
-        samples.append(time.perf_counter() - started)
-    return percentiles(samples)
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call(i)
+            samples[name].append(time.perf_counter() - started)
+    return {name: percentiles(taken) for name, taken in samples.items()}
 
 
 def load(cfg: RedisConfig, entities: int, now_ms: int) -> None:
@@ -201,15 +206,18 @@ def main() -> int:
 
         check = store.get_online_features(FEATURES, [{"user_id": "u000001"}])[0]
         assert check["bench_stats:a0_1d"].value == 24 and check["bench_stats:a0_7d"].value == 168, check
-        results = {
-            "parity": {str(b): timed(parity(b), args.reads) for b in (1, 100)},
-            "limit": {str(b): timed(limit(b), args.reads) for b in (1, 100)},
-        }
+        results: dict[str, dict[str, dict[str, float]]] = {"parity": {}, "limit": {}}
+        for b in (1, 100):
+            both = timed({"parity": parity(b), "limit": limit(b)}, args.reads)
+            for reader, figures in both.items():
+                results[reader][str(b)] = figures
         counted = store.metrics.registry.get_sample_value
         read = counted("feature_entities_read_total", {"view": "bench_stats"})
         merged = counted("feature_entities_merged_total", {"view": "bench_stats"}) or 0
         print(f"parity: entities read {read:.0f}, merged from tiles {merged:.0f}", file=sys.stderr)
-        results["parity-merged"] = {str(b): timed(parity(b, hour_ago), args.reads // 4) for b in (1, 100)}
+        results["parity-merged"] = {
+            str(b): timed({"merged": parity(b, hour_ago)}, args.reads // 4)["merged"] for b in (1, 100)
+        }
         store.close()
         raw.close()
         if not args.no_feast:
