@@ -41,6 +41,8 @@ from serving.online import FeatureRef, parse_refs
 _I64 = npt.NDArray[np.int64]
 _F64 = npt.NDArray[np.float64]
 _B = npt.NDArray[np.bool_]
+# Status codes of _finish, in code order.
+_STATUSES = (Status.PRESENT.value, Status.MISSING.value, Status.STALE.value)
 
 
 @dataclass(frozen=True)
@@ -210,10 +212,11 @@ def _finish(view: FeatureView, name: str, column: _Column, stale: _B) -> tuple[p
     integer = isinstance(default, int) and column.values.dtype.kind in "iu"
     dtype = np.int64 if integer else np.float64
     served = np.where(use_value, column.values.astype(dtype), np.asarray(default, dtype))
-    status = np.where(
-        stale, Status.STALE.value, np.where(column.present, Status.PRESENT.value, Status.MISSING.value)
-    )
-    return pa.array(served, pa.int64() if integer else pa.float64()), pa.array(status, pa.string())
+    # Status codes into _STATUSES, turned into strings by Arrow: building a string
+    # array from numpy strings costs more than the rest of the read.
+    codes = np.where(stale, 2, np.where(column.present, 0, 1)).astype(np.int8)
+    status = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(_STATUSES)).cast(pa.string())
+    return pa.array(served, pa.int64() if integer else pa.float64()), status
 
 
 def _as_table(entity_df: Any) -> pa.Table:
