@@ -347,7 +347,7 @@ class OnlineStore:
             width = len(plan.slot_names)
             absent = (None,) * width
             slots: list[Sequence[bytes | None]] = []
-            stale: list[int] = []
+            to_merge: list[int] = []
             for index, stored in enumerate(replies[at + 1 : at + 1 + len(names)]):
                 if stored is None:  # no tiles at all
                     slots.append(absent)
@@ -360,18 +360,19 @@ class OnlineStore:
                 elif len(parts) > 2 + width and until <= end_s < int(parts[2 + width]):
                     slots.append(parts[3 + width :])
                 else:
-                    stale.append(index)
+                    to_merge.append(index)
                     slots.append(absent)
             at += 1 + len(names)
-            for begin in range(0, len(stale), CHUNK):
-                chunk = stale[begin : begin + CHUNK]
+            for begin in range(0, len(to_merge), CHUNK):
+                chunk = to_merge[begin : begin + CHUNK]
                 merges.append(
                     (name, end_s, [plan.completeness_key] + [plan.key_head + names[i] for i in chunk], chunk)
                 )
             completeness = int(raw_completeness) if raw_completeness is not None else None
-            result[name] = (completeness, slots, stale)
+            result[name] = (completeness, slots, to_merge)
         if merges:
-            merged = self._run([(keys, [end_s, *plans[name].layout]) for name, end_s, keys, _ in merges])
+            calls = [(script_keys, [end, *plans[view].layout]) for view, end, script_keys, _ in merges]
+            merged = self._run(calls)
             for (name, _, _, chunk), reply in zip(merges, merged, strict=True):
                 view_slots = result[name][1]
                 for index, entity_slots in zip(chunk, reply[1:], strict=True):

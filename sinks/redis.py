@@ -65,7 +65,8 @@ class RedisTileSink:
     + prune margin) can no longer be part of any window and are pruned.
 
     Every write also recomputes the entity's window values for the current
-    window end (``sinks.redis_windows``), so an online read is one HMGET.
+    window end and the next range of ends (``sinks.redis_windows``), so an
+    online read is one MGET.
     That work is skipped while the view is catching up (its tiles older than
     its max staleness): the values are marked out of date instead, and the
     first completeness advance after catching up recomputes them all. Reads
