@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -46,11 +47,20 @@ from sinks.redis_layout import completeness_key
 
 log = logging.getLogger("parity.job")
 
+PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
 
 def table_environment(view: FeatureView, flink: FlinkJobConfig, *, streaming: bool) -> TableEnvironment:
+    if streaming and flink.metrics_ports:
+        _reporter_on_classpath()  # before anything starts PyFlink's JVM
     settings = EnvironmentSettings.in_streaming_mode() if streaming else EnvironmentSettings.in_batch_mode()
     env = TableEnvironment.create(settings)
     conf = env.get_config()
+    if streaming and flink.metrics_ports:
+        # Loaded by a local mini-cluster only; a cluster keeps its own reporters.
+        conf.set("metrics.reporter.prom.factory.class", PROMETHEUS_REPORTER)
+        conf.set("metrics.reporter.prom.host", "127.0.0.1")
+        conf.set("metrics.reporter.prom.port", flink.metrics_ports)
     # Tiles align to UTC; TIMESTAMP_LTZ values are rendered in UTC too.
     conf.set("table.local-time-zone", "UTC")
     conf.set("parallelism.default", str(flink.parallelism))
@@ -72,6 +82,23 @@ def table_environment(view: FeatureView, flink: FlinkJobConfig, *, streaming: bo
         conf.set("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
         conf.set("execution.checkpointing.mode", "EXACTLY_ONCE")
     return env
+
+
+def _reporter_on_classpath() -> None:
+    """Put Flink's Prometheus reporter on the classpath of the JVM PyFlink is about to start.
+
+    A mini-cluster finds reporters on its classpath only, not in Flink's
+    plugins folder, where the wheel ships this one. PyFlink appends
+    HADOOP_CLASSPATH to the classpath of the JVM it launches.
+    """
+    import pyflink
+
+    jars = sorted((Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus").glob("*.jar"))
+    if not jars:
+        log.warning("Flink's Prometheus reporter is not in the pyflink wheel; the job exports no metrics")
+        return
+    current = os.environ.get("HADOOP_CLASSPATH", "")
+    os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(filter(None, [current, str(jars[-1])]))
 
 
 def bind_sinks(

@@ -94,3 +94,7 @@ class FlinkJobConfig(BaseSettings):
     # bundles mean Redis sees tiles sooner, larger ones mean fewer round trips.
     python_bundle_size: int = Field(default=1000, ge=1)
     python_bundle_time_ms: int = Field(default=200, ge=1)
+    # Flink's Prometheus reporter for a streaming job in the local mini-cluster
+    # (`parity job run`): a port or a range, one port per running job; "" turns it
+    # off. Jobs on the standalone cluster use the cluster's reporter instead.
+    metrics_ports: str = Field(default="19254-19257", pattern=r"^(\d{1,5}(-\d{1,5})?)?$")

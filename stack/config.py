@@ -29,6 +29,9 @@ class StackConfig(BaseSettings):
     flink_rpc_port: int = Field(default=16123, ge=1, le=65535)
     # Flink's Prometheus reporter: one port per JobManager / TaskManager, from this range.
     flink_metrics_ports: tuple[int, int] = (19250, 19253)
+    # Where jobs in a local mini-cluster (`parity job run`) export their metrics:
+    # Prometheus scrapes this range; PARITY_FLINK_METRICS_PORTS sets the job's side.
+    job_metrics_ports: tuple[int, int] = (19254, 19257)
     prometheus_port: int = Field(default=19090, ge=1, le=65535)
     # Where `parity serve` listens by default; Prometheus scrapes it.
     serving_port: int = Field(default=8000, ge=1, le=65535)

@@ -2,8 +2,8 @@
 
 The Flink standalone cluster exposes its metrics through Flink's own
 Prometheus reporter (the wheel's plugins/metrics-prometheus), one port per
-JobManager and TaskManager. Jobs in a local mini-cluster (``parity job run``)
-do not load reporters; submit them to the cluster to see their metrics.
+JobManager and TaskManager. A streaming job in a local mini-cluster
+(``parity job run``) starts the same reporter on a port of its own range.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "pari
 def config_text(cfg: StackConfig) -> str:
     first, last = cfg.flink_metrics_ports
     flink_targets = ", ".join(f'"{cfg.host}:{port}"' for port in range(first, last + 1))
+    first, last = cfg.job_metrics_ports
+    job_targets = ", ".join(f'"{cfg.host}:{port}"' for port in range(first, last + 1))
     return (
         "global:\n"
         "  scrape_interval: 15s\n"
@@ -33,6 +35,8 @@ def config_text(cfg: StackConfig) -> str:
         "scrape_configs:\n"
         "  - job_name: flink\n"
         f"    static_configs: [{{targets: [{flink_targets}]}}]\n"
+        "  - job_name: parity-job\n"
+        f"    static_configs: [{{targets: [{job_targets}]}}]\n"
         "  - job_name: parity-serving\n"
         f'    static_configs: [{{targets: ["{cfg.host}:{cfg.serving_port}"]}}]\n'
         "  - job_name: prometheus\n"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import time
+import urllib.parse
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +19,7 @@ from serving.assembly import Status, from_ms
 from serving.offline import load_tiles
 from serving.online import OnlineStore
 from sinks import iceberg
+from stack.config import StackConfig
 from tests.integration import reference
 from tests.integration.conftest import kill, wait_for
 
@@ -159,6 +164,14 @@ def test_hard_kill_and_resume_from_checkpoint_loses_and_duplicates_nothing(isola
         what=f"a completed checkpoint (log: {isolated.log})",
     )
     wait_for(lambda: _iceberg_tiles(isolated)[1], timeout=120, what="tiles committed to Iceberg")
+    # The mini-cluster exports the job's metrics on a port of its own; the stack's Prometheus scrapes it.
+    wait_for(lambda: _exported("redis_tiles_applied") > 0, timeout=60, what="the job's metrics endpoint")
+    exported_at = time.time()
+    wait_for(
+        lambda: _last_scraped("redis_tiles_applied") >= exported_at,
+        timeout=90,
+        what="Prometheus to scrape the job",
+    )
     kill(first)
     committed_before_kill = len(_iceberg_tiles(isolated)[1])
     assert 0 < committed_before_kill < len(reference.tiles(events))
@@ -179,3 +192,29 @@ def test_hard_kill_and_resume_from_checkpoint_loses_and_duplicates_nothing(isola
     isolated.wait(second, timeout=180)
 
     _check_stores(isolated, events)
+
+
+def _exported(metric: str) -> float:
+    """The sum of a parity_view metric over the local job reporter's ports (0 if none answers)."""
+    first, last = StackConfig().job_metrics_ports
+    name = f"flink_taskmanager_job_task_operator_parity_view_{metric}"
+    total = 0.0
+    for port in range(first, last + 1):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        samples = [line for line in text.splitlines() if line.startswith(name + "{")]
+        total += sum(float(line.rsplit(" ", 1)[1]) for line in samples)
+    return total
+
+
+def _last_scraped(metric: str) -> float:
+    """When the stack's Prometheus last took the metric from a local job (Unix time, 0 if never)."""
+    cfg = StackConfig()
+    query = f'max(timestamp(flink_taskmanager_job_task_operator_parity_view_{metric}{{job="parity-job"}}))'
+    url = f"http://{cfg.host}:{cfg.prometheus_port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        result = json.load(response)["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
