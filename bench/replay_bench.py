@@ -139,7 +139,7 @@ def time_duckdb(raw, end: datetime) -> tuple[float, int]:
     files = [task.file.file_path.removeprefix("file://") for task in raw.scan().plan_files()]
     began = time.monotonic()
     con = duckdb.connect()
-    tiles = con.execute(
+    tiles = con.sql(
         """
         SELECT user_id, epoch_ms(event_time) // 3600000 AS tile, COUNT(*) AS events,
                COUNT(*) FILTER (WHERE event_type = 'impression') AS impressions,
@@ -148,7 +148,7 @@ def time_duckdb(raw, end: datetime) -> tuple[float, int]:
         FROM read_parquet(?) WHERE event_time < ?
         GROUP BY ALL
         """,
-        [files, end],
+        params=[files, end],
     ).to_arrow_table()
     return time.monotonic() - began, tiles.num_rows
 
