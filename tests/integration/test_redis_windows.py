@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from features.definition import AggKind, Aggregation, FeatureView, Ratio
-from features.user_stats import view as user_stats
 from serving.assembly import assemble, from_ms, to_ms
 from serving.metrics import ServingMetrics
 from serving.online import OnlineStore
@@ -24,6 +22,7 @@ from sinks.base import TileRow
 from sinks.redis import RedisTileSink
 from sinks.redis_layout import due_key, window_key
 from sinks.redis_windows import slot_names
+from tests.unit.views import spend
 
 pytestmark = pytest.mark.integration
 
@@ -31,27 +30,6 @@ HOUR = 3_600_000
 T0 = to_ms(datetime(2026, 3, 1, tzinfo=UTC))
 NOW = T0 + 7 * 24 * HOUR + 20 * 60_000  # 20 minutes into the hour after seven days of tiles
 
-spend = FeatureView(
-    name="spend",
-    version=1,
-    owner="tests",
-    entity=user_stats.entity,
-    source=user_stats.source,
-    tile=timedelta(hours=1),
-    aggregations=(
-        Aggregation("orders", AggKind.COUNT),
-        Aggregation("amount", AggKind.SUM, column="amount"),
-        Aggregation("smallest", AggKind.MIN, column="amount"),
-        Aggregation("largest", AggKind.MAX, column="amount"),
-    ),
-    windows=(timedelta(hours=3), timedelta(days=1), timedelta(days=7)),
-    derived=(Ratio("avg_amount_1d", numerator="amount_1d", denominator="orders_1d", on_zero=0.0),),
-    defaults={
-        **{f"{a}_{w}": 0 for a in ("orders", "amount", "smallest", "largest") for w in ("3h", "1d", "7d")},
-        "avg_amount_1d": 1.5,
-    },
-    max_staleness=timedelta(hours=2),
-)
 FEATURES = [f"spend:{f}" for f in spend.feature_names]
 
 

@@ -17,7 +17,6 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from features.definition import AggKind, Aggregation, FeatureView, Ratio
 from features.user_stats import view as user_stats
 from parity.config import RedisConfig
 from serving import cli
@@ -30,6 +29,7 @@ from sinks.base import TileRow
 from sinks.redis import RedisTileSink
 from sinks.redis_layout import entity_key, window_key
 from sinks.redis_windows import slot_names
+from tests.unit.views import spend
 
 pytestmark = pytest.mark.integration
 
@@ -159,29 +159,7 @@ def test_online_at_t_equals_historical_at_t_status_included(isolated):
 
 def test_online_merge_in_redis_equals_assemble_for_every_aggregation_kind(isolated):
     """The Lua merge against the reference, with float sums, min/max and NULLs."""
-    view = FeatureView(
-        name="spend",
-        version=1,
-        owner="tests",
-        entity=user_stats.entity,
-        source=user_stats.source,
-        tile=timedelta(hours=1),
-        aggregations=(
-            Aggregation("orders", AggKind.COUNT),
-            Aggregation("amount", AggKind.SUM, column="amount"),
-            Aggregation("smallest", AggKind.MIN, column="amount"),
-            Aggregation("largest", AggKind.MAX, column="amount"),
-        ),
-        windows=(timedelta(hours=3), timedelta(days=1), timedelta(days=7)),
-        derived=(Ratio("avg_amount_1d", numerator="amount_1d", denominator="orders_1d", on_zero=0.0),),
-        defaults={
-            **{
-                f"{a}_{w}": 0 for a in ("orders", "amount", "smallest", "largest") for w in ("3h", "1d", "7d")
-            },
-            "avg_amount_1d": 1.5,
-        },
-        max_staleness=timedelta(hours=2),
-    )
+    view = spend
     rng = random.Random(5)
     rows = []
     for u in range(30):

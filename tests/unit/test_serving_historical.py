@@ -9,37 +9,15 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 
-from features.definition import AggKind, Aggregation, FeatureView, OnStale, Ratio
+from features.definition import FeatureView, OnStale
 from parity.errors import ReadError
 from serving.assembly import Tile, to_ms
 from serving.offline import OfflineTiles, get_historical_features
-from tests.unit.views import user_stats
+from tests.unit.views import spend, user_stats
 
 HOUR = 3_600_000
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
-# Every aggregation kind, nullable min/max, float sums: the cases count-only user_stats does not reach.
-spend = FeatureView(
-    name="spend",
-    version=1,
-    owner="tests",
-    entity=user_stats.entity,
-    source=user_stats.source,
-    tile=timedelta(hours=1),
-    aggregations=(
-        Aggregation("orders", AggKind.COUNT),
-        Aggregation("amount", AggKind.SUM, column="amount"),
-        Aggregation("smallest", AggKind.MIN, column="amount"),
-        Aggregation("largest", AggKind.MAX, column="amount"),
-    ),
-    windows=(timedelta(hours=3), timedelta(days=1), timedelta(days=7)),
-    derived=(Ratio("avg_amount_1d", numerator="amount_1d", denominator="orders_1d", on_zero=0.0),),
-    defaults={
-        **{f"{a}_{w}": 0 for a in ("orders", "amount", "smallest", "largest") for w in ("3h", "1d", "7d")},
-        "avg_amount_1d": 1.5,
-    },
-    max_staleness=timedelta(hours=2),
-)
 VIEWS = {"spend": spend, "user_stats": user_stats}
 
 

@@ -22,8 +22,7 @@ from serving.metrics import ServingMetrics
 from serving.online import OnlineStore
 from sinks.base import TileRow
 from tests.unit.test_serving_fakes import FakeRedis, down
-from tests.unit.test_serving_historical import spend
-from tests.unit.views import user_stats
+from tests.unit.views import spend, user_stats
 
 HOUR = 3_600_000
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

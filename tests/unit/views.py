@@ -34,3 +34,26 @@ user_stats = FeatureView(
     max_staleness=timedelta(hours=2),
     on_stale=OnStale.SERVE,
 )
+
+# Every aggregation kind, nullable min/max, float sums: the cases count-only user_stats does not reach.
+spend = FeatureView(
+    name="spend",
+    version=1,
+    owner="tests",
+    entity=user_stats.entity,
+    source=ad_events,
+    tile=timedelta(hours=1),
+    aggregations=(
+        Aggregation("orders", AggKind.COUNT),
+        Aggregation("amount", AggKind.SUM, column="amount"),
+        Aggregation("smallest", AggKind.MIN, column="amount"),
+        Aggregation("largest", AggKind.MAX, column="amount"),
+    ),
+    windows=(timedelta(hours=3), timedelta(days=1), timedelta(days=7)),
+    derived=(Ratio("avg_amount_1d", numerator="amount_1d", denominator="orders_1d", on_zero=0.0),),
+    defaults={
+        **{f"{a}_{w}": 0 for a in ("orders", "amount", "smallest", "largest") for w in ("3h", "1d", "7d")},
+        "avg_amount_1d": 1.5,
+    },
+    max_staleness=timedelta(hours=2),
+)
