@@ -6,6 +6,7 @@ Every failure exits 1 with a one-line cause; ``--json`` output is for scripts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -433,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # confluent-kafka's registry client imports authlib's deprecated httpx module; users cannot act on it.
+    # authlib, when first imported, puts an "always" filter for its warnings in front of every
+    # earlier one, so it is imported before the "ignore" goes in front of it.
+    with contextlib.suppress(ImportError):
+        import authlib.deprecate  # noqa: F401
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     _tracing_if_configured()
     if argv and argv[0] in _DELEGATED:
