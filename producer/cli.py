@@ -43,7 +43,7 @@ examples:
 
 JSON lines: one object per line with every field of schemas/ad_event; event_time
 is an ISO-8601 string with a timezone (2026-01-01T00:00:00.250Z) or epoch millis.
-Every line is checked before anything is sent.
+Every line is checked, and encoded once, before anything is sent.
 
 Kafka and the registry come from PARITY_KAFKA_BOOTSTRAP_SERVERS and
 PARITY_REGISTRY_URL; producer tuning from PARITY_PRODUCER_* (e.g.

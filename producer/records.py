@@ -8,12 +8,16 @@ integer of epoch milliseconds. In memory, and in files this module writes,
 timestamps are timezone-aware UTC ``datetime`` values (written as ISO-8601).
 
 A whole file is checked before any of it is returned, so a bad line near the
-end never leaves half a file sent.
+end never leaves half a file sent. Checking includes encoding every record
+once, as the producer will, because some values pass a type check and still
+cannot be written (a string holding a lone UTF-16 surrogate, which JSON's
+``\ud800`` escape allows and UTF-8 does not).
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 from collections.abc import Iterable
@@ -29,8 +33,15 @@ from schemas.avro import SchemaVersion
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _TIMESTAMP = {"type": "long", "logicalType": "timestamp-millis"}
-# Avro long range; a timestamp outside it cannot be written.
+# Avro int and long ranges; fastavro writes a larger int anyway, which Java readers do not read back.
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+# Largest finite 32-bit float; fastavro writes a larger value as infinity without complaint.
+_FLOAT_MAX = 3.4028234663852886e38
+# Enough failed lines to fix a file in one pass without flooding the terminal.
+_MAX_REPORTED = 5
+# What fastavro raises for a value it cannot write; UnicodeEncodeError is a ValueError.
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError)
 
 
 def check_record(record: object, schema: SchemaVersion) -> dict[str, Any]:
@@ -74,8 +85,46 @@ def check_record(record: object, schema: SchemaVersion) -> dict[str, Any]:
     try:
         fastavro.validation.validate(out, _parsed(schema.text), raise_errors=True)
     except fastavro.validation.ValidationError as exc:
-        raise InputError(f"not valid for {schema.name} v{schema.version}: {exc}") from None
+        # Its message is a pretty-printed JSON list; errors here are one line.
+        reason = " ".join(str(exc).split())
+        raise InputError(f"not valid for {schema.name} v{schema.version}: {reason}") from None
+    # Encoding into a throwaway buffer is what proves the producer can write it.
+    try:
+        fastavro.schemaless_writer(io.BytesIO(), _parsed(schema.text), out)
+    except _ENCODE_ERRORS as exc:
+        where = _unencodable_field(out, schema)
+        raise InputError(
+            f"{f'field {where!r}: ' if where else ''}cannot be encoded with "
+            f"{schema.name} v{schema.version}: {exc}"
+        ) from None
     return out
+
+
+def _unencodable_field(record: dict[str, Any], schema: SchemaVersion) -> str | None:
+    """The first field whose value cannot be written on its own; None when each one can.
+
+    fastavro's errors rarely name the field, so each is written alone in a
+    one-field record that knows the schema's named types. Only runs on failure.
+    """
+    raw = schema.parsed
+    named: dict[str, Any] = {}
+    fastavro.parse_schema(raw, named_schemas=named)
+    for field in raw["fields"]:
+        probe = {
+            "type": "record",
+            "name": "_FieldProbe",
+            "namespace": raw.get("namespace", ""),
+            "fields": [field],
+        }
+        try:
+            fastavro.schemaless_writer(
+                io.BytesIO(),
+                fastavro.parse_schema(probe, named_schemas=dict(named)),
+                {field["name"]: record[field["name"]]},
+            )
+        except _ENCODE_ERRORS:
+            return str(field["name"])
+    return None
 
 
 @functools.lru_cache(maxsize=8)
@@ -101,15 +150,28 @@ def _check_value(value: Any, avro_type: Any) -> Any:
                 raise InputError(f"{value!r} is not one of {symbols}")
             return value
         return _check_value(value, avro_type["type"]) if isinstance(avro_type["type"], str) else value
-    if avro_type == "string" and not isinstance(value, str):
-        raise InputError(f"{value!r} is {_json_kind(value)}, expected a string")
-    if avro_type in ("int", "long") and (isinstance(value, bool) or not isinstance(value, int)):
-        raise InputError(f"{value!r} is {_json_kind(value)}, expected an integer")
+    if avro_type == "string":
+        if not isinstance(value, str):
+            raise InputError(f"{value!r} is {_json_kind(value)}, expected a string")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                f"{value!r} cannot be encoded as UTF-8: a lone surrogate at position {exc.start}"
+            ) from None
+    if avro_type in ("int", "long"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{value!r} is {_json_kind(value)}, expected an integer")
+        low, high = (_INT_MIN, _INT_MAX) if avro_type == "int" else (_LONG_MIN, _LONG_MAX)
+        if not low <= value <= high:
+            raise InputError(f"{value} is out of range for an Avro {avro_type} ({low} .. {high})")
     if avro_type in ("float", "double"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{value!r} is {_json_kind(value)}, expected a number")
         if not math.isfinite(value):
             raise InputError(f"{value!r} is not a finite number")
+        if avro_type == "float" and abs(value) > _FLOAT_MAX:
+            raise InputError(f"{value!r} is out of range for a 32-bit float")
         return float(value)
     if avro_type == "boolean" and not isinstance(value, bool):
         raise InputError(f"{value!r} is {_json_kind(value)}, expected true or false")
@@ -156,9 +218,10 @@ def _json_kind(value: object) -> str:
 
 
 def read_jsonl(path: Path, schema: SchemaVersion) -> list[dict[str, Any]]:
-    """Every line of a JSON-lines file, checked against ``schema`` before any is returned.
+    """Every line of a JSON-lines file, checked and encoded with ``schema`` before any is returned.
 
-    Blank lines are skipped.
+    Blank lines are skipped. Every line is checked, so one error names the
+    first few bad lines rather than only the first.
 
     Args:
         path: The file.
@@ -168,28 +231,38 @@ def read_jsonl(path: Path, schema: SchemaVersion) -> list[dict[str, Any]]:
         Avro-ready dicts in file order.
 
     Raises:
-        InputError: the file is unreadable, or a line is not JSON or not valid for the
-            schema; the message names the file, the line number and the field.
+        InputError: the file is unreadable, or a line is not JSON, not valid for the
+            schema or cannot be encoded with it; the message names the file, then
+            the line number, field and reason of the first few bad lines.
     """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     events: list[dict[str, Any]] = []
+    failures: list[str] = []
+    bad = 0
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            decoded = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{path.name} line {number}: not valid JSON: {exc.msg} at column {exc.colno}"
-            ) from None
-        try:
-            events.append(check_record(decoded, schema))
+            events.append(_check_line(line, schema))
         except InputError as exc:
-            raise InputError(f"{path.name} line {number}: {exc}") from None
+            bad += 1
+            if len(failures) < _MAX_REPORTED:
+                failures.append(f"line {number}: {exc}")
+    if failures:
+        more = f"; and {bad - len(failures)} more bad lines" if bad > len(failures) else ""
+        raise InputError(f"{path.name} {'; '.join(failures)}{more}")
     return events
+
+
+def _check_line(line: str, schema: SchemaVersion) -> dict[str, Any]:
+    try:
+        decoded = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    return check_record(decoded, schema)
 
 
 def write_jsonl(events: Iterable[dict[str, Any]], path: Path) -> int:

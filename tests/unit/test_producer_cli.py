@@ -82,6 +82,21 @@ def test_bad_file_exits_1_and_sends_nothing(sends, tmp_path, capsys):
     assert sends == []
 
 
+def test_unencodable_line_near_the_end_sends_nothing(sends, tmp_path, capsys):
+    path = tmp_path / "events.jsonl"
+    assert cli.main(["--generate", "--events", "20", "--write-jsonl", str(path), "--dry-run", "--json"]) == 0
+    lines = path.read_text().splitlines()
+    # JSON allows a lone surrogate in a string; UTF-8, and so Avro, cannot encode it.
+    lines[-1] = lines[-1].replace('"user_id":"', '"user_id":"\\udc80', 1)
+    path.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert cli.main(["--file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("parity produce: error: events.jsonl line 20: field 'user_id': ")
+    assert "lone surrogate" in err
+    assert sends == []
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -8,7 +8,7 @@ import pytest
 from parity.errors import InputError
 from producer.generate import GeneratorConfig, generate
 from producer.records import parse_timestamp, read_jsonl, write_jsonl
-from schemas.avro import latest
+from schemas.avro import SchemaVersion, latest
 
 SCHEMA = latest("ad_event")
 GOOD = {
@@ -95,3 +95,69 @@ def test_write_then_read_round_trips(tmp_path):
 )
 def test_timestamps_in_every_accepted_form(value):
     assert parse_timestamp(value) == datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _schema(tmp_path, fields):
+    text = json.dumps({"type": "record", "name": "Probe", "namespace": "test", "fields": fields})
+    return SchemaVersion("probe", 1, tmp_path / "v1.avsc", text)
+
+
+def test_lone_surrogate_is_refused_with_its_field(tmp_path):
+    # JSON's \ud800 escape decodes to a str that UTF-8 cannot encode.
+    path = _file(tmp_path, [GOOD, json.dumps(GOOD).replace('"user-1"', '"u\\ud800"')])
+    with pytest.raises(InputError) as caught:
+        read_jsonl(path, SCHEMA)
+    assert str(caught.value) == (
+        "events.jsonl line 2: field 'user_id': 'u\\ud800' cannot be encoded as UTF-8: "
+        "a lone surrogate at position 1"
+    )
+
+
+def test_encoding_failures_name_their_field(tmp_path):
+    # A wider union is left to fastavro, whose validation accepts any str there.
+    schema = _schema(
+        tmp_path,
+        [{"name": "id", "type": "string"}, {"name": "tag", "type": ["null", "long", "string"]}],
+    )
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"id": "a", "tag": 3}\n{"id": "b", "tag": "t\\udfff"}\n')
+    with pytest.raises(InputError) as caught:
+        read_jsonl(path, schema)
+    text = str(caught.value)
+    assert text.startswith("events.jsonl line 2: field 'tag': cannot be encoded with probe v1: ")
+    assert "surrogates not allowed" in text
+
+
+def test_float_out_of_32_bit_range_is_refused(tmp_path):
+    schema = _schema(tmp_path, [{"name": "ratio", "type": "float"}])
+    path = _file(tmp_path, [{"ratio": 0.5}, {"ratio": 1e39}])
+    with pytest.raises(InputError, match=r"line 2: field 'ratio': 1e\+39 is out of range for a 32-bit float"):
+        read_jsonl(path, schema)
+
+
+@pytest.mark.parametrize(("avro_type", "value"), [("int", 2**31), ("int", -(2**31) - 1), ("long", 2**63)])
+def test_integer_out_of_range_is_refused(tmp_path, avro_type, value):
+    schema = _schema(tmp_path, [{"name": "n", "type": avro_type}])
+    with pytest.raises(
+        InputError, match=rf"line 1: field 'n': {value} is out of range for an Avro {avro_type}"
+    ):
+        read_jsonl(_file(tmp_path, [{"n": value}]), schema)
+
+
+def test_fastavro_validation_errors_stay_on_one_line(tmp_path):
+    schema = _schema(tmp_path, [{"name": "tag", "type": ["null", "long", "boolean"]}])
+    with pytest.raises(InputError) as caught:
+        read_jsonl(_file(tmp_path, [{"tag": "x"}]), schema)
+    assert str(caught.value).startswith("events.jsonl line 1: not valid for probe v1: [ ")
+    assert "\n" not in str(caught.value)
+
+
+def test_first_bad_lines_are_all_named_on_one_line(tmp_path):
+    lines = [GOOD] + [{**GOOD, "cost": "x"}] * 7 + ["{", GOOD]
+    with pytest.raises(InputError) as caught:
+        read_jsonl(_file(tmp_path, lines), SCHEMA)
+    text = str(caught.value)
+    assert text.startswith("events.jsonl line 2: field 'cost': 'x' is a string")
+    assert [f"line {n}:" in text for n in range(2, 10)] == [True] * 5 + [False] * 3
+    assert text.endswith("; and 3 more bad lines")
+    assert "\n" not in text
