@@ -1,6 +1,11 @@
 """Redis from Debian's redis-server, in the foreground with a generated config.
 
 No persistence: the online store is rebuilt from Kafka by the jobs.
+
+Never evicting: a Redis that evicts keys under memory pressure would drop
+tiles without an error anywhere, and online reads would quietly disagree with
+Iceberg. With ``noeviction`` a full Redis refuses writes, so the job's sink
+fails instead.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ def config_text(cfg: StackConfig, data_dir: Path) -> str:
         f"dir {data_dir}\n"
         'save ""\n'
         "appendonly no\n"
+        "maxmemory 0\n"  # no limit on a developer machine
+        # Explicit, so that a maxmemory set later (CONFIG SET) refuses writes rather than evicting tiles.
+        "maxmemory-policy noeviction\n"
     )
 
 

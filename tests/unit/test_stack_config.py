@@ -108,6 +108,8 @@ def test_redis_config(cfg, tmp_path):
     assert 'save ""\n' in text
     assert "daemonize no\n" in text
     assert f"dir {tmp_path}\n" in text
+    # An evicting Redis would drop tiles silently.
+    assert "maxmemory-policy noeviction\n" in text
 
 
 def test_flink_settings(cfg):
