@@ -42,6 +42,8 @@ pytestmark = pytest.mark.integration
 K = 3
 START = datetime(2026, 1, 1, tzinfo=UTC)
 BOOTSTRAP = KafkaConfig().bootstrap_servers
+# The decoder's default bound on a value (parity-avro.max-record-bytes); topics take twice that.
+MAX_RECORD_BYTES = 1 << 20
 
 
 # ---- helpers shared with test_schemas_evolution -------------------------------------------------
@@ -49,8 +51,9 @@ BOOTSTRAP = KafkaConfig().bootstrap_servers
 
 def create_topics(*names: str) -> None:
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    config = {"max.message.bytes": str(2 * MAX_RECORD_BYTES)}
     for future in admin.create_topics(
-        [NewTopic(n, num_partitions=1, replication_factor=1) for n in names]
+        [NewTopic(n, num_partitions=1, replication_factor=1, config=config) for n in names]
     ).values():
         future.result(timeout=30)
 
@@ -72,7 +75,13 @@ def register(url: str, subject: str, version: int) -> int:
 
 
 def send(topic: str, values: list[bytes | None]) -> None:
-    producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True})
+    producer = Producer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "enable.idempotence": True,
+            "message.max.bytes": 2 * MAX_RECORD_BYTES,
+        }
+    )
     for value in values:
         producer.produce(topic, value=value, key=b"k")
     assert producer.flush(30) == 0
@@ -154,6 +163,7 @@ def bad_records(schema_id: int, text: str) -> dict[str, list[bytes | None]]:
     base = good_events(K, seed=99)
     valid = [frame(schema_id, text, e) for e in base]
     future = datetime.now(tz=UTC) + timedelta(days=30)
+    header = b"\x00" + schema_id.to_bytes(4, "big")
     return {
         "not_avro": [
             b"\x00" + schema_id.to_bytes(4, "big") + b"\x01garbage",  # a negative string length
@@ -171,6 +181,12 @@ def bad_records(schema_id: int, text: str) -> dict[str, list[bytes | None]]:
             frame(schema_id, text, dict(e, event_time=-1000 - i)) for i, e in enumerate(base)
         ],
         "empty_value": [b"", None, b""],
+        "length_out_of_bounds": [
+            header + b"\x80\xd0\xac\xf3\x0e",  # 10 bytes: event_id declares 2e9 bytes
+            header + b"\x02a" + b"\x80\xd0\xac\xf3\x0e",  # user_id declares 2e9 bytes
+            header + b"\x82\x80\x80\x01",  # event_id declares 1 MiB + 1 bytes, over parity-avro.max-length
+        ],
+        "record_too_large": [v + bytes(MAX_RECORD_BYTES + 1 - len(v)) for v in valid],
     }
 
 
@@ -205,6 +221,8 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_job_keeps_running(topic
         assert sorted(by_offset) == offsets
         for offset, envelope in by_offset.items():
             original = values[offset] or b""
+            if envelope["reason"] == "record_too_large":  # only its first bytes, so the topic takes it
+                original = original[:1024]
             assert base64.b64decode(envelope["value_base64"] or "") == original
             assert (envelope["source_topic"], envelope["partition"]) == (topic, 0)
             assert envelope["feature_view"] == user_stats.qualified_name and envelope["detail"]

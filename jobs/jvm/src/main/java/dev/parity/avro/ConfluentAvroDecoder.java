@@ -10,16 +10,28 @@ import org.apache.avro.io.DecoderFactory;
 
 import java.io.EOFException;
 import java.io.IOException;
+import java.io.Serializable;
 import java.util.HashMap;
 import java.util.Map;
+import java.util.function.IntFunction;
 
 /**
  * Decodes one Confluent-framed Avro value (magic byte 0, 4-byte big-endian schema id, Avro binary)
  * into a record of the reader schema, or says why it cannot.
  *
+ * <p>Hostile input is bounded before anything is allocated for it: the size of the value first, then
+ * every length the body declares ({@link BoundedDecoder}).
+ *
  * <p>Not thread-safe: one instance per Flink subtask.
  */
 final class ConfluentAvroDecoder {
+
+    /**
+     * Bounds on one record: bytes of the Kafka value, bytes of one string or bytes value, array and
+     * map items of the whole record (the format options {@code max-record-bytes}, {@code max-length}
+     * and {@code max-items}).
+     */
+    record Limits(int maxRecordBytes, int maxLength, int maxItems) implements Serializable { }
 
     /** A decoded record, or the reason it was rejected (then {@code record} is null). */
     record Outcome(GenericRecord record, Reason reason, String detail, Integer schemaId) {
@@ -39,18 +51,27 @@ final class ConfluentAvroDecoder {
     private record Resolved(GenericDatumReader<GenericRecord> reader, String incompatibility) { }
 
     private final Schema readerSchema;
-    private final SchemaRegistryCache registry;
+    private final IntFunction<SchemaRegistryCache.Lookup> registry;
+    private final int maxRecordBytes;
     private final Map<Integer, Resolved> resolved = new HashMap<>();
+    private final BoundedDecoder bounded;
     private BinaryDecoder decoder;
 
-    ConfluentAvroDecoder(Schema readerSchema, SchemaRegistryCache registry) {
+    /** {@code registry} looks writer schemas up by id, as {@link SchemaRegistryCache#lookup} does. */
+    ConfluentAvroDecoder(Schema readerSchema, IntFunction<SchemaRegistryCache.Lookup> registry, Limits limits) {
         this.readerSchema = readerSchema;
         this.registry = registry;
+        this.maxRecordBytes = limits.maxRecordBytes();
+        this.bounded = new BoundedDecoder(limits.maxLength(), limits.maxItems());
     }
 
     Outcome decode(byte[] value) {
         if (value == null || value.length == 0) {
             return Outcome.bad(Reason.EMPTY_VALUE, "the record has no value", null);
+        }
+        if (value.length > maxRecordBytes) {
+            return Outcome.bad(Reason.RECORD_TOO_LARGE, "the value is " + value.length
+                + " bytes, over the bound of " + maxRecordBytes + " (parity-avro.max-record-bytes)", null);
         }
         if (value[0] != MAGIC) {
             return Outcome.bad(Reason.WRONG_MAGIC_BYTE,
@@ -63,7 +84,7 @@ final class ConfluentAvroDecoder {
         int id = ((value[1] & 0xff) << 24) | ((value[2] & 0xff) << 16) | ((value[3] & 0xff) << 8) | (value[4] & 0xff);
         Resolved schema = resolved.get(id);
         if (schema == null) {
-            SchemaRegistryCache.Lookup lookup = registry.lookup(id);
+            SchemaRegistryCache.Lookup lookup = registry.apply(id);
             switch (lookup.status()) {
                 case UNKNOWN:
                     return Outcome.bad(Reason.UNKNOWN_SCHEMA_ID, lookup.detail(), id);
@@ -84,9 +105,16 @@ final class ConfluentAvroDecoder {
         GenericRecord record;
         try {
             // No record reuse: strings are handed to Flink without copying.
-            record = schema.reader().read(null, decoder);
+            record = schema.reader().read(null, bounded.reset(decoder));
         } catch (EOFException e) {
             return Outcome.bad(Reason.TRUNCATED, "the Avro body ends before the record does", id);
+        } catch (BoundedDecoder.OutOfBounds e) {
+            return Outcome.bad(Reason.LENGTH_OUT_OF_BOUNDS, e.getMessage(), id);
+        } catch (OutOfMemoryError | StackOverflowError e) {
+            // A last resort behind the bounds: the heap or the stack this one record asked for. If the
+            // error escaped, the task would fail and its restart would read the same record again.
+            return Outcome.bad(Reason.LENGTH_OUT_OF_BOUNDS,
+                "decoding writer schema " + id + " ran out of memory or stack: " + e, id);
         } catch (IOException | AvroRuntimeException | IndexOutOfBoundsException | ClassCastException
                  | NegativeArraySizeException e) {
             return Outcome.bad(Reason.NOT_AVRO,

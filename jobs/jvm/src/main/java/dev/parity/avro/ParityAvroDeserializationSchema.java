@@ -11,6 +11,7 @@ import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.types.logical.RowType;
 
 import java.time.Duration;
+import java.util.Arrays;
 import java.util.EnumMap;
 import java.util.Map;
 
@@ -19,10 +20,11 @@ import java.util.Map;
  *
  * <p>Protocol of {@link #deserialize(byte[])}:
  * <ol>
- *   <li>frame: empty value, magic byte, 5-byte header;</li>
+ *   <li>frame: empty value, size of the value, magic byte, 5-byte header;</li>
  *   <li>writer schema by id: this subtask's resolved readers, then the JVM-wide cache, then the
  *       registry (short timeout, back-off after a failure);</li>
- *   <li>Avro decode resolved to the reader schema; the whole body must be consumed;</li>
+ *   <li>Avro decode resolved to the reader schema, every declared length bounded before it is
+ *       allocated; the whole body must be consumed;</li>
  *   <li>content: entity key present and non-empty, event time in [1970, now + max-future];</li>
  *   <li>a good row, or a dead-letter row with the reason, counted per reason in the metric group
  *       {@code parity_decode} ({@code dead_letters} with label {@code reason}, and {@code decoded}).</li>
@@ -31,6 +33,12 @@ import java.util.Map;
 final class ParityAvroDeserializationSchema implements DeserializationSchema<RowData> {
 
     private static final long serialVersionUID = 1L;
+
+    /**
+     * How much of a record_too_large value its dead letter keeps: the whole value could be too large
+     * for the dead-letter topic as well, and the envelope's topic and offset find the rest.
+     */
+    static final int KEPT_OF_TOO_LARGE = 1024;
 
     private final RowType rowType;
     private final TypeInformation<RowData> typeInfo;
@@ -41,6 +49,7 @@ final class ParityAvroDeserializationSchema implements DeserializationSchema<Row
     private final long maxFutureMillis;
     private final Duration timeout;
     private final Duration backoff;
+    private final ConfluentAvroDecoder.Limits limits;
 
     private transient ConfluentAvroDecoder decoder;
     private transient RowBuilder rows;
@@ -58,7 +67,8 @@ final class ParityAvroDeserializationSchema implements DeserializationSchema<Row
             String timeField,
             Duration maxFuture,
             Duration timeout,
-            Duration backoff) {
+            Duration backoff,
+            ConfluentAvroDecoder.Limits limits) {
         this.rowType = rowType;
         this.typeInfo = typeInfo;
         this.url = url;
@@ -68,12 +78,13 @@ final class ParityAvroDeserializationSchema implements DeserializationSchema<Row
         this.maxFutureMillis = maxFuture.toMillis();
         this.timeout = timeout;
         this.backoff = backoff;
+        this.limits = limits;
     }
 
     @Override
     public void open(InitializationContext context) {
         Schema reader = RowBuilder.parse(readerSchema);
-        decoder = new ConfluentAvroDecoder(reader, SchemaRegistryCache.forUrl(url, timeout, backoff));
+        decoder = new ConfluentAvroDecoder(reader, SchemaRegistryCache.forUrl(url, timeout, backoff)::lookup, limits);
         rows = new RowBuilder(reader, rowType);
         keyPos = keyField == null ? -1 : reader.getField(keyField).pos();
         timePos = timeField == null ? -1 : reader.getField(timeField).pos();
@@ -88,6 +99,11 @@ final class ParityAvroDeserializationSchema implements DeserializationSchema<Row
     @Override
     public RowData deserialize(byte[] message) {
         ConfluentAvroDecoder.Outcome outcome = decoder.decode(message);
+        if (outcome.reason() == Reason.RECORD_TOO_LARGE) {
+            byte[] kept = Arrays.copyOf(message, Math.min(message.length, KEPT_OF_TOO_LARGE));
+            return reject(outcome.reason(), outcome.detail() + "; the dead letter keeps the first "
+                + kept.length + " bytes", outcome.schemaId(), kept);
+        }
         if (outcome.reason() != null) {
             return reject(outcome.reason(), outcome.detail(), outcome.schemaId(), message);
         }

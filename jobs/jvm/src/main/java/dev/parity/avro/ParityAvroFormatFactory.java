@@ -4,6 +4,7 @@ import org.apache.flink.api.common.serialization.DeserializationSchema;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.configuration.ConfigOption;
 import org.apache.flink.configuration.ReadableConfig;
+import org.apache.flink.table.api.ValidationException;
 import org.apache.flink.table.connector.ChangelogMode;
 import org.apache.flink.table.connector.format.DecodingFormat;
 import org.apache.flink.table.connector.source.DynamicTableSource;
@@ -23,7 +24,8 @@ import java.util.Set;
  * <p>The table's physical columns are the reader schema's fields (by name; any subset) plus the
  * dead-letter columns {@code dlq_reason STRING}, {@code dlq_detail STRING}, {@code dlq_schema_id INT}
  * and {@code dlq_value BYTES}. A good record has its fields set and {@code dlq_reason} NULL; a bad
- * one has every field NULL, {@code dlq_reason} set and {@code dlq_value} holding the original bytes.
+ * one has every field NULL, {@code dlq_reason} set and {@code dlq_value} holding the original bytes
+ * (only the first 1 KiB of a value over {@code max-record-bytes}).
  * Routing (good rows to the features, bad rows to the dead-letter topic) is plain SQL on top.
  */
 public final class ParityAvroFormatFactory implements DeserializationFormatFactory {
@@ -47,7 +49,10 @@ public final class ParityAvroFormatFactory implements DeserializationFormatFacto
             ParityAvroOptions.EVENT_TIME_FIELD,
             ParityAvroOptions.MAX_FUTURE,
             ParityAvroOptions.REGISTRY_TIMEOUT,
-            ParityAvroOptions.REGISTRY_BACKOFF);
+            ParityAvroOptions.REGISTRY_BACKOFF,
+            ParityAvroOptions.MAX_RECORD_BYTES,
+            ParityAvroOptions.MAX_LENGTH,
+            ParityAvroOptions.MAX_ITEMS);
     }
 
     @Override
@@ -61,6 +66,10 @@ public final class ParityAvroFormatFactory implements DeserializationFormatFacto
         Duration maxFuture = options.get(ParityAvroOptions.MAX_FUTURE);
         Duration timeout = options.get(ParityAvroOptions.REGISTRY_TIMEOUT);
         Duration backoff = options.get(ParityAvroOptions.REGISTRY_BACKOFF);
+        ConfluentAvroDecoder.Limits limits = new ConfluentAvroDecoder.Limits(
+            bound(ParityAvroOptions.MAX_RECORD_BYTES, options.get(ParityAvroOptions.MAX_RECORD_BYTES).getBytes()),
+            bound(ParityAvroOptions.MAX_LENGTH, options.get(ParityAvroOptions.MAX_LENGTH).getBytes()),
+            bound(ParityAvroOptions.MAX_ITEMS, options.get(ParityAvroOptions.MAX_ITEMS)));
         // Fail at planning time, not in the task, when the schema or the columns do not fit.
         RowBuilder.check(schema, keyField, timeField);
         return new DecodingFormat<>() {
@@ -71,7 +80,7 @@ public final class ParityAvroFormatFactory implements DeserializationFormatFacto
                 RowBuilder.check(schema, rowType);
                 TypeInformation<RowData> typeInfo = ctx.createTypeInformation(physicalDataType);
                 return new ParityAvroDeserializationSchema(
-                    rowType, typeInfo, url, schema, keyField, timeField, maxFuture, timeout, backoff);
+                    rowType, typeInfo, url, schema, keyField, timeField, maxFuture, timeout, backoff, limits);
             }
 
             @Override
@@ -79,5 +88,14 @@ public final class ParityAvroFormatFactory implements DeserializationFormatFacto
                 return ChangelogMode.insertOnly();
             }
         };
+    }
+
+    /** A bound must be positive and fit a Java array. */
+    private static int bound(ConfigOption<?> option, long value) {
+        if (value <= 0 || value > Integer.MAX_VALUE - 8) {
+            throw new ValidationException("parity-avro: '" + IDENTIFIER + "." + option.key() + "' is " + value
+                + "; it must be between 1 and " + (Integer.MAX_VALUE - 8));
+        }
+        return (int) value;
     }
 }

@@ -2,6 +2,7 @@ package dev.parity.avro;
 
 import org.apache.flink.configuration.ConfigOption;
 import org.apache.flink.configuration.ConfigOptions;
+import org.apache.flink.configuration.MemorySize;
 
 import java.time.Duration;
 
@@ -44,4 +45,22 @@ public final class ParityAvroOptions {
         .durationType()
         .defaultValue(Duration.ofSeconds(5))
         .withDescription("After a failed request, how long unknown ids are dead-lettered without asking again.");
+
+    public static final ConfigOption<MemorySize> MAX_RECORD_BYTES = ConfigOptions.key("max-record-bytes")
+        .memoryType()
+        .defaultValue(MemorySize.ofMebiBytes(1))
+        .withDescription("A larger Kafka value is a dead letter (record_too_large) that keeps only its "
+            + "first bytes, so that the dead-letter topic can take it.");
+
+    public static final ConfigOption<MemorySize> MAX_LENGTH = ConfigOptions.key("max-length")
+        .memoryType()
+        .defaultValue(MemorySize.ofMebiBytes(1))
+        .withDescription("A string or bytes value declaring more is a dead letter (length_out_of_bounds), "
+            + "refused before anything is allocated for it.");
+
+    public static final ConfigOption<Integer> MAX_ITEMS = ConfigOptions.key("max-items")
+        .intType()
+        .defaultValue(100_000)
+        .withDescription("A record whose arrays and maps declare more items, all together, is a dead letter "
+            + "(length_out_of_bounds), refused before anything is allocated for them.");
 }

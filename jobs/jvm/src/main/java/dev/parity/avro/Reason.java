@@ -4,6 +4,8 @@ package dev.parity.avro;
 public enum Reason {
     /** A null (tombstone) or zero-length value. */
     EMPTY_VALUE("empty_value"),
+    /** The value is larger than {@code max-record-bytes}; checked before anything else. */
+    RECORD_TOO_LARGE("record_too_large"),
     /** The first byte is not the Confluent magic byte 0 (e.g. plain JSON, another framing). */
     WRONG_MAGIC_BYTE("wrong_magic_byte"),
     /** Shorter than the 5-byte header, or the Avro body ends before the record does. */
@@ -16,6 +18,11 @@ public enum Reason {
     INCOMPATIBLE_WRITER_SCHEMA("incompatible_writer_schema"),
     /** The body is not a valid Avro encoding of the writer schema (or has bytes left over). */
     NOT_AVRO("not_avro"),
+    /**
+     * A string or bytes length over {@code max-length}, or more array and map items than
+     * {@code max-items}; also a record whose decoding ran out of heap or stack all the same.
+     */
+    LENGTH_OUT_OF_BOUNDS("length_out_of_bounds"),
     /** The entity key field is null or empty. */
     MISSING_ENTITY_KEY("missing_entity_key"),
     /** The event time is later than now plus the allowed skew. */
