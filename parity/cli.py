@@ -231,31 +231,44 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _add_reset(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "reset",
-        help="remove a view's Redis keys, Iceberg tables and checkpoints (and its topic)",
-        description="Start a view again from scratch: deletes its online keys, purges its offline tables "
-        "and removes its checkpoints. For production corrections use replay, which replaces a range.",
+        help="list, then remove, all of a view version's state (keys, tables, group, checkpoints)",
+        description="Start a view version again from scratch. Lists, then removes: its Redis keys; its "
+        "Iceberg tiles, progress and raw archive tables and any replay staging tables; its Kafka "
+        "consumer group; its checkpoints and savepoints. Stop the view's job first. "
+        "For production corrections use replay, which replaces a range.",
     )
-    p.add_argument("--view", required=True)
+    p.add_argument("--view", required=True, help="feature view name (see `parity views`)")
     p.add_argument(
-        "--topic", action="store_true", help="also delete the view's Kafka topic and consumer group"
+        "--topic",
+        action="store_true",
+        help="also delete the view's source topic and every event in it; the topic is shared, "
+        "so this empties it for every view that reads it",
     )
-    p.add_argument("--dry-run", action="store_true", help="only report what would be removed")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.add_argument("--yes", action="store_true", help="remove without asking after the list")
     p.set_defaults(func=_cmd_reset)
 
 
 def _cmd_reset(args: argparse.Namespace) -> int:
     from features.registry import get_view
-    from parity.reset import reset_view
+    from parity.reset import ViewReset
 
-    view = get_view(args.view)
-    if not (args.yes or args.dry_run):
-        answer = input(f"remove every stored tile of {view.qualified_name}? [y/N] ")
+    reset = ViewReset(get_view(args.view), topic=args.topic)
+    state = reset.find()
+    print("\n".join(state.lines()))
+    if state.empty or args.dry_run:
+        print("dry run: nothing removed" if args.dry_run else "nothing to remove")
+        return 0
+    if not args.yes:
+        try:
+            answer = input("remove all of the above? [y/N] ")
+        except EOFError:  # no terminal to answer from
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing removed")
             return 1
-    report = reset_view(view, topic=args.topic, dry_run=args.dry_run)
-    print(("would have " if args.dry_run else "") + report.line())
+    reset.remove(state)
+    print("removed all of the above")
     return 0
 
 
