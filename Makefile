@@ -17,7 +17,7 @@ PARITY_JAR := jobs/jvm/target/parity-flink-avro.jar
 DEMO_EVENTS ?= 6000
 DEMO_USERS ?= 100
 
-.PHONY: help setup jar up down status lint typecheck schemas unit integration test demo bench clean distclean
+.PHONY: help setup jar up down status lint typecheck schemas unit integration chaos test demo bench clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -69,7 +69,10 @@ unit: $(STAMP) ## unit tests (no network)
 integration: up ## integration tests against the real local stack
 	$(PY) -m pytest tests/integration -q
 
-test: setup lint typecheck schemas unit integration ## everything CI runs: lint, types, unit and integration tests
+chaos: up ## fault scenarios against the real local stack (kill, rerun, lost state, hostile input)
+	$(PY) -m pytest tests/chaos -q
+
+test: setup lint typecheck schemas unit integration chaos ## everything CI runs: lint, types, unit, integration and chaos tests
 
 demo: up ## start from a clean view, produce a sample, run the job, show Redis and Iceberg side by side
 	$(PY) -m parity reset --view user_stats --topic --yes

@@ -194,9 +194,18 @@ def kafka_source_ddl(
     return f"CREATE TEMPORARY TABLE {name} (\n{body}\n) WITH (\n{with_clause}\n)"
 
 
-def scan_options(*, bounded: bool, start_timestamp_ms: int | None) -> dict[str, str]:
-    """Where a Kafka source starts and stops (see ``kafka_source_ddl``)."""
-    if start_timestamp_ms is None:
+def scan_options(
+    *, bounded: bool, start_timestamp_ms: int | None, start_offsets: dict[int, int] | None = None
+) -> dict[str, str]:
+    """Where a Kafka source starts and stops (see ``kafka_source_ddl``).
+
+    ``start_offsets`` (partition -> next offset to read, every partition named)
+    overrides both the group's offsets and ``start_timestamp_ms``.
+    """
+    if start_offsets is not None:
+        listed = ";".join(f"partition:{p},offset:{o}" for p, o in sorted(start_offsets.items()))
+        options = {"scan.startup.mode": "specific-offsets", "scan.startup.specific-offsets": listed}
+    elif start_timestamp_ms is None:
         options = {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
     else:
         options = {"scan.startup.mode": "timestamp", "scan.startup.timestamp-millis": str(start_timestamp_ms)}

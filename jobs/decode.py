@@ -18,7 +18,9 @@ Reasons (also the ``reason`` label of the ``parity_decode.dead_letters`` counter
 next to ``parity_decode.decoded``): ``empty_value``, ``wrong_magic_byte``,
 ``truncated``, ``unknown_schema_id``, ``registry_unavailable``,
 ``incompatible_writer_schema``, ``not_avro``, ``missing_entity_key``,
-``event_time_in_future``, ``event_time_before_1970``.
+``event_time_in_future``, ``event_time_before_1970``, ``record_too_large`` and
+``length_out_of_bounds`` (hostile sizes, refused before anything is allocated;
+see ``BoundedDecoder`` in jobs/jvm).
 
 Registry trouble: writer schemas are cached by id for the life of the task
 manager, so ids seen before keep decoding while the registry is down. A new id
@@ -69,6 +71,8 @@ REASONS = (
     "missing_entity_key",
     "event_time_in_future",
     "event_time_before_1970",
+    "record_too_large",
+    "length_out_of_bounds",
 )
 DEFAULT_MAX_FUTURE = timedelta(days=1)
 DEFAULT_REGISTRY_TIMEOUT = timedelta(seconds=2)
@@ -107,6 +111,8 @@ def decoded_source_statements(
     max_future: timedelta = DEFAULT_MAX_FUTURE,
     registry_timeout: timedelta = DEFAULT_REGISTRY_TIMEOUT,
     start_timestamp_ms: int | None = None,
+    good_table: str | None = None,
+    start_offsets: dict[int, int] | None = None,
 ) -> DecodedSource:
     """Bind ``pipeline.source_table`` to the view's topic through the ``parity-avro`` format.
 
@@ -121,6 +127,9 @@ def decoded_source_statements(
         registry_timeout: connect and response timeout of one registry request.
         start_timestamp_ms: start at the first record with a timestamp at or after it,
             instead of the group's committed offsets (as in ``kafka_source_ddl``).
+        good_table: name the view of good rows this instead of ``pipeline.source_table``
+            (the streaming job puts its closed-boundary filter in between).
+        start_offsets: start at these offsets (partition -> next offset) instead.
     """
     view = pipeline.view
     schema = avro.latest(view.source.schema)
@@ -152,12 +161,14 @@ def decoded_source_statements(
         f"{FORMAT}.max-future": _millis(max_future),
         f"{FORMAT}.registry-timeout": _millis(registry_timeout),
     }
-    options |= scan_options(bounded=bounded, start_timestamp_ms=start_timestamp_ms)
+    options |= scan_options(
+        bounded=bounded, start_timestamp_ms=start_timestamp_ms, start_offsets=start_offsets
+    )
     body = ",\n".join(columns)
     raw_ddl = f"CREATE TEMPORARY TABLE {quote(raw)} (\n{body}\n) WITH (\n{_with(options)}\n)"
     selected = ", ".join(quote(name) for name, _ in fields)
     good_view = (
-        f"CREATE TEMPORARY VIEW {quote(pipeline.source_table)} AS\n"
+        f"CREATE TEMPORARY VIEW {quote(good_table or pipeline.source_table)} AS\n"
         f"SELECT {selected}, `kafka_partition`, `kafka_offset`\n"
         f"FROM {quote(raw)}\nWHERE `dlq_reason` IS NULL"
     )

@@ -14,8 +14,10 @@ Protocol of one run:
 3. one statement set writes the same tile rows to Iceberg (committed on
    checkpoints) and Redis (synchronous Python writes), plus the completeness
    rows to both;
-4. wait for the job; on SIGTERM/SIGINT stop it with a savepoint, draining
-   open tiles when ``--drain`` was given.
+4. wait for the job; on SIGTERM/SIGINT, or once a ``--bounded`` run has
+   read to the end offsets it started with, stop it with a savepoint. No stop
+   closes an open tile: it travels in the savepoint (see jobs.continuity for
+   where the next run starts).
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment
 
 from features.definition import FeatureView
 from features.registry import get_view
+from jobs import continuity
 from jobs.compiler import CompiledPipeline, compile_view, iceberg_catalog_ddl, quote
+from jobs.console import say
 from jobs.decode import decoded_source_statements
+from jobs.offsets import TopicOffsets
 from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RedisConfig, RegistryConfig
 from parity.errors import JobError
 from sinks import iceberg
@@ -106,9 +111,16 @@ def bind_sinks(
     pipeline: CompiledPipeline,
     iceberg_cfg: IcebergConfig,
     redis_cfg: RedisConfig,
+    *,
+    archive_from: str,
+    closed_before_ms: int,
 ) -> StatementSet:
     """The job's inserts: the same tile and progress rows to Iceberg and to Redis, the raw
-    archive, and the count of late rows."""
+    archive, and the count of late rows.
+
+    ``archive_from`` is the table of every decoded row; the tile query reads only
+    those at or after ``closed_before_ms``, and the rest are counted late.
+    """
     view = pipeline.view
     iceberg.ensure_tables(iceberg_cfg, view)
     env.execute_sql(iceberg_catalog_ddl(iceberg_cfg))
@@ -141,18 +153,21 @@ def bind_sinks(
         "INSERT INTO `parity_redis_acks`\n"
         f"SELECT parity_redis_completeness(tile_end_ms) FROM {quote(progress_view)}"
     )
-    add_archive(statements, pipeline, iceberg_cfg)
+    add_archive(statements, pipeline, iceberg_cfg, archive_from)
     event_time = quote(view.source.event_time_field)
     env.create_temporary_function("parity_late_events", late_events_udf(view.name, redis_cfg))
     statements.add_insert_sql(
         "INSERT INTO `parity_redis_acks`\n"
         f"SELECT parity_late_events(CAST(TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', {event_time})"
-        f" AS BIGINT)) FROM {quote(pipeline.source_table)}\nWHERE {pipeline.late_condition}"
+        f" AS BIGINT)) FROM {quote(archive_from)}\n"
+        f"WHERE {pipeline.late_condition} OR {event_time} < {_timestamp_literal(closed_before_ms)}"
     )
     return statements
 
 
-def add_archive(statements: StatementSet, pipeline: CompiledPipeline, iceberg_cfg: IcebergConfig) -> None:
+def add_archive(
+    statements: StatementSet, pipeline: CompiledPipeline, iceberg_cfg: IcebergConfig, source: str
+) -> None:
     """Every source row, late ones included, appended to the raw archive (committed on checkpoints)."""
     view = pipeline.view
     columns = []
@@ -163,14 +178,8 @@ def add_archive(statements: StatementSet, pipeline: CompiledPipeline, iceberg_cf
             columns.append(quote(name))
     statements.add_insert_sql(
         f"INSERT INTO {iceberg.sql_table(iceberg_cfg, iceberg.raw_table(view))}\n"
-        f"SELECT {', '.join(columns)} FROM {quote(pipeline.source_table)}"
+        f"SELECT {', '.join(columns)} FROM {quote(source)}"
     )
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest completed checkpoint (a chk-N folder with _metadata) under root, if any."""
-    done = [p.parent for p in root.glob("*/chk-*/_metadata")]
-    return max(done, key=lambda p: p.stat().st_mtime, default=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,25 +189,50 @@ def run(args: argparse.Namespace) -> int:
     flink = FlinkJobConfig()
     if args.parallelism:
         flink = flink.model_copy(update={"parallelism": args.parallelism})
+    iceberg_cfg, redis_cfg, kafka = IcebergConfig(), RedisConfig(), KafkaConfig()
+    state_root = (flink.checkpoint_dir / view.qualified_name).resolve()
+    plan = continuity.plan_start(
+        view,
+        state_root,
+        continuity.read_progress(view, iceberg_cfg, redis_cfg),
+        from_state=Path(args.from_checkpoint).resolve() if args.from_checkpoint else None,
+        without_state=args.without_state,
+    )
+    for line in plan.describe(view):
+        say(line)
     env = table_environment(view, flink, streaming=True)
-    savepoints = (flink.checkpoint_dir / view.qualified_name / "savepoints").resolve().as_uri()
-    if args.from_checkpoint:
-        env.get_config().set("execution.state-recovery.path", Path(args.from_checkpoint).resolve().as_uri())
+    if plan.state is not None:
+        env.get_config().set("execution.state-recovery.path", plan.state.as_uri())
     pipeline = compile_view(view)
     group_id = args.group_id or f"parity-{view.qualified_name}"
-    kafka = KafkaConfig()
     # Undecodable or invalid records go to the dead-letter topic instead of failing the job.
+    # The source never ends by itself: a bounded run stops with a savepoint once caught up,
+    # so that no stop closes a tile whose period the watermark has not passed.
+    decoded = f"{pipeline.source_table}_decoded"
+    start_offsets = None
+    if plan.start_offsets is not None:
+        offsets = TopicOffsets(kafka, view.source.topic, group_id)
+        try:
+            start_offsets = plan.offsets_for(sorted(offsets.ends()))
+        finally:
+            offsets.close()
+        say(f"reading {view.source.topic} from offsets {start_offsets}, right after the archive's newest")
     source = decoded_source_statements(
         pipeline,
         kafka,
         RegistryConfig(),
         group_id=group_id,
-        bounded=args.bounded,
+        bounded=False,
         dead_letter_topic=kafka.dead_letter_topic,
+        good_table=decoded,
+        start_offsets=start_offsets,
     )
     for statement in source.statements:
         env.execute_sql(statement)
-    statements = bind_sinks(env, pipeline, IcebergConfig(), RedisConfig())
+    env.execute_sql(closed_boundary_view(pipeline, decoded, plan.closed_before_ms))
+    statements = bind_sinks(
+        env, pipeline, iceberg_cfg, redis_cfg, archive_from=decoded, closed_before_ms=plan.closed_before_ms
+    )
     for insert in source.inserts:
         statements.add_insert_sql(insert)
     result = statements.execute()
@@ -207,10 +241,34 @@ def run(args: argparse.Namespace) -> int:
         raise JobError("Flink returned no job client; the job did not start")
     job_id = str(client.get_job_id())
     log.info("job %s started for view %s (bounded=%s)", job_id, view.qualified_name, args.bounded)
-    print(f"job {job_id} running: view {view.qualified_name}", flush=True)
+    say(f"job {job_id} running: view {view.qualified_name}")
     if args.detached:
         return 0
 
+    finished = _watch(result, view, args, kafka, group_id, state_root / job_id)
+    if finished:
+        say(f"job {job_id} finished")
+        return 0
+    log.info("stopping job %s with a savepoint", job_id)
+    savepoint = _stop_with_savepoint(client, directory=(state_root / "savepoints").as_uri())
+    say(f"job {job_id} stopped with savepoint {savepoint}; the next run resumes from it")
+    return 0
+
+
+def _watch(
+    result: Any,
+    view: FeatureView,
+    args: argparse.Namespace,
+    kafka: KafkaConfig,
+    group_id: str,
+    job_checkpoints: Path,
+) -> bool:
+    """Wait until the job ends (True), or until it should stop with a savepoint (False).
+
+    It should stop on SIGTERM or SIGINT, and once it has caught up with the end
+    offsets it was asked to read to (``--bounded`` from the start, ``--drain``
+    from the signal).
+    """
     stop = {"requested": False}
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -219,21 +277,55 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     progress = _Progress(view, RedisConfig())
-    while True:
-        try:
-            result.wait(500)
-            break
-        except Exception as exc:  # py4j wraps Java's TimeoutException; anything else is the job failing
-            if "TimeoutException" not in str(exc):
-                raise JobError(f"job {job_id} for {view.qualified_name} failed: {_first_line(exc)}") from exc
-        progress.report()
-        if stop["requested"]:
-            log.info("stopping job %s with a savepoint (drain=%s)", job_id, args.drain)
-            savepoint = _stop_with_savepoint(client, drain=args.drain, directory=savepoints)
-            print(f"job {job_id} stopped; savepoint {savepoint}", flush=True)
-            return 0
-    print(f"job {job_id} finished", flush=True)
-    return 0
+    offsets = TopicOffsets(kafka, view.source.topic, group_id)
+    try:
+        target = offsets.ends() if args.bounded else None
+        if target is not None:
+            say(f"reading {view.source.topic} up to offsets {target}")
+        while True:
+            try:
+                result.wait(500)
+                return True
+            except Exception as exc:  # py4j wraps Java's TimeoutException; anything else is the job failing
+                if "TimeoutException" not in str(exc):
+                    raise JobError(f"the job of {view.qualified_name} failed: {_first_line(exc)}") from exc
+            progress.report()
+            if stop["requested"] and args.drain and target is None:
+                target = offsets.ends()
+                say(f"draining: reading {view.source.topic} up to offsets {target}, then stopping")
+            if target is not None and _caught_up(offsets, target, job_checkpoints):
+                return False
+            if stop["requested"] and not args.drain:
+                return False
+    finally:
+        offsets.close()
+
+
+def closed_boundary_view(pipeline: CompiledPipeline, decoded: str, closed_before_ms: int) -> str:
+    """The tile query's source: decoded rows of periods that are still open (see jobs.continuity).
+
+    The filter is there on every start, with the epoch as its bound when nothing
+    is closed, so the job graph, and with it the state's operator ids, is the
+    same whichever way a run starts.
+    """
+    event_time = quote(pipeline.view.source.event_time_field)
+    return (
+        f"CREATE TEMPORARY VIEW {quote(pipeline.source_table)} AS\n"
+        f"SELECT * FROM {quote(decoded)}\nWHERE {event_time} >= {_timestamp_literal(closed_before_ms)}"
+    )
+
+
+def _timestamp_literal(ms: int) -> str:
+    # Event times are TIMESTAMP(3) in UTC wall time; the session time zone is UTC.
+    when = datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"TIMESTAMP '{when}'"
+
+
+def _caught_up(offsets: TopicOffsets, target: dict[int, int], job_checkpoints: Path) -> bool:
+    """True once a checkpoint of this job has completed and the group has committed up to target."""
+    if not any(job_checkpoints.glob("chk-*/_metadata")):
+        return False
+    return offsets.behind(target) == 0
 
 
 class _Progress:
@@ -260,11 +352,11 @@ class _Progress:
         if raw is not None and int(raw) != self._last:
             self._last = int(raw)
             when = datetime.fromtimestamp(self._last / 1000, tz=UTC).isoformat()
-            print(f"progress: tiles complete up to {when}", flush=True)
+            say(f"progress: tiles complete up to {when}")
 
 
-def _stop_with_savepoint(client: Any, *, drain: bool, directory: str) -> str:
-    """Stop the job with a savepoint; ``drain`` first closes every open tile (MAX_WATERMARK).
+def _stop_with_savepoint(client: Any, *, directory: str) -> str:
+    """Stop the job with a savepoint, never draining: open tiles stay open, in the savepoint.
 
     PyFlink 2.2's ``JobClient.stop_with_savepoint`` still calls the two-argument
     Java method, which Flink 2 replaced, so the Java client is called directly.
@@ -272,7 +364,7 @@ def _stop_with_savepoint(client: Any, *, drain: bool, directory: str) -> str:
     from pyflink.java_gateway import get_gateway
 
     canonical = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
-    return str(client._j_job_client.stopWithSavepoint(drain, directory, canonical).get())
+    return str(client._j_job_client.stopWithSavepoint(False, directory, canonical).get())
 
 
 def _first_line(exc: Exception) -> str:
@@ -289,10 +381,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bounded",
         action="store_true",
-        help="stop at the topic's current end offsets; every open tile is closed at the end",
+        help="read to the topic's end offsets as of the start, then stop with a savepoint; "
+        "open tiles stay open and the next run continues them",
     )
-    p.add_argument("--drain", action="store_true", help="on SIGTERM, close open tiles before stopping")
-    p.add_argument("--from-checkpoint", help="resume from a retained checkpoint or savepoint folder")
+    p.add_argument(
+        "--drain",
+        action="store_true",
+        help="on SIGTERM, first read to the topic's end offsets as of the signal, then stop",
+    )
+    p.add_argument(
+        "--from-checkpoint",
+        help="resume from this checkpoint or savepoint folder (default: the newest retained one)",
+    )
+    p.add_argument(
+        "--without-state",
+        action="store_true",
+        help="start without state on a view that has progress: older events count as late, "
+        "and the lost periods are named with the replay that heals them",
+    )
     p.add_argument("--group-id", help="Kafka consumer group (default parity-<view>_v<version>)")
     p.add_argument("--parallelism", type=int, help="override PARITY_FLINK_PARALLELISM")
     p.add_argument("--detached", action="store_true", help="return once the job is submitted (flink run -d)")

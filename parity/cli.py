@@ -59,10 +59,17 @@ def _add_job(sub: _Subparsers) -> None:
     )
     run.add_argument("--view", required=True, help="feature view name (see `parity views`)")
     run.add_argument(
-        "--bounded", action="store_true", help="stop at the topic's current end; close every tile"
+        "--bounded",
+        action="store_true",
+        help="read to the topic's end as of the start, then stop with a savepoint "
+        "(open tiles stay open; the next run continues them)",
     )
-    run.add_argument("--drain", action="store_true", help="close open tiles when stopped with Ctrl-C")
-    run.add_argument("--from-checkpoint", type=Path, help="resume from a retained checkpoint folder")
+    run.add_argument(
+        "--drain",
+        action="store_true",
+        help="on Ctrl-C, first read to the topic's end as of that moment, then stop with a savepoint",
+    )
+    _add_state_options(run)
     run.add_argument(
         "--parallelism", type=int, help="operator parallelism (default PARITY_FLINK_PARALLELISM)"
     )
@@ -75,7 +82,7 @@ def _add_job(sub: _Subparsers) -> None:
         "It keeps running after this command returns; see `parity job list`.",
     )
     submit.add_argument("--view", required=True, help="feature view name (see `parity views`)")
-    submit.add_argument("--from-checkpoint", type=Path, help="start from a retained checkpoint or savepoint")
+    _add_state_options(submit)
     submit.add_argument("--parallelism", type=int)
     submit.set_defaults(func=_cmd_job_submit)
 
@@ -84,10 +91,29 @@ def _add_job(sub: _Subparsers) -> None:
     cancel = jobs.add_parser("cancel", help="cancel a job (no savepoint; its last checkpoint is retained)")
     cancel.add_argument("job_id")
     cancel.set_defaults(func=lambda args: _flink(["cancel", args.job_id]))
-    stop = jobs.add_parser("stop", help="stop a job with a savepoint")
+    stop = jobs.add_parser(
+        "stop",
+        help="stop a job with a savepoint (never draining: open tiles stay in the savepoint)",
+        description="Stop a job on the standalone cluster with a savepoint in the view's checkpoint "
+        "folder; `parity job submit` resumes from it.",
+    )
+    stop.add_argument("--view", required=True, help="the job's feature view")
     stop.add_argument("job_id")
-    stop.add_argument("--drain", action="store_true", help="close every open tile first")
     stop.set_defaults(func=_cmd_job_stop)
+
+
+def _add_state_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--from-checkpoint",
+        type=Path,
+        help="resume from this checkpoint or savepoint folder (default: the view's newest retained one)",
+    )
+    p.add_argument(
+        "--without-state",
+        action="store_true",
+        help="start without state although the view has progress: events before its completeness "
+        "count as late, and the periods whose state was lost are named with the replay that heals them",
+    )
 
 
 def _cmd_job_run(args: argparse.Namespace) -> int:
@@ -98,22 +124,30 @@ def _cmd_job_run(args: argparse.Namespace) -> int:
         bounded=args.bounded,
         drain=args.drain,
         from_checkpoint=args.from_checkpoint,
+        without_state=args.without_state,
         parallelism=args.parallelism,
     )
-    return jobctl.run_local(cmd)
+    return jobctl.run_local(cmd, jobctl.job_log(args.view))
 
 
 def _cmd_job_submit(args: argparse.Namespace) -> int:
     from parity import jobctl
 
-    return jobctl.submit(args.view, from_checkpoint=args.from_checkpoint, parallelism=args.parallelism)
+    return jobctl.submit(
+        args.view,
+        from_checkpoint=args.from_checkpoint,
+        without_state=args.without_state,
+        parallelism=args.parallelism,
+    )
 
 
 def _cmd_job_stop(args: argparse.Namespace) -> int:
+    from features.registry import get_view
     from parity.config import FlinkJobConfig
 
-    savepoints = (FlinkJobConfig().checkpoint_dir / "savepoints").resolve().as_uri()
-    return _flink(["stop", *(["--drain"] if args.drain else []), "--savepointPath", savepoints, args.job_id])
+    view = get_view(args.view)
+    savepoints = (FlinkJobConfig().checkpoint_dir / view.qualified_name / "savepoints").resolve().as_uri()
+    return _flink(["stop", "--savepointPath", savepoints, args.job_id])
 
 
 def _flink(args: list[str]) -> int:

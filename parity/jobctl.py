@@ -8,10 +8,12 @@ the same install (``parity job submit``, the standalone cluster).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from jobs.console import USER_PREFIX
 from parity.errors import JobError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,7 @@ def stream_command(
     bounded: bool = False,
     drain: bool = False,
     from_checkpoint: Path | None = None,
+    without_state: bool = False,
     group_id: str | None = None,
     parallelism: int | None = None,
     topic: str | None = None,
@@ -45,8 +48,7 @@ def stream_command(
         cmd.append("--bounded")
     if drain:
         cmd.append("--drain")
-    if from_checkpoint is not None:
-        cmd += ["--from-checkpoint", str(from_checkpoint)]
+    cmd += _state_args(from_checkpoint, without_state)
     if group_id:
         cmd += ["--group-id", group_id]
     if parallelism:
@@ -74,9 +76,45 @@ def start_local(cmd: list[str], log_path: Path, env: dict[str, str] | None = Non
         )
 
 
-def run_local(cmd: list[str]) -> int:
-    """Run a job in the foreground; its output goes to this terminal."""
-    return subprocess.call(cmd, cwd=PROJECT_ROOT, env=_job_env(), stdout=sys.stdout, stderr=sys.stderr)
+def _state_args(from_checkpoint: Path | None, without_state: bool) -> list[str]:
+    args = ["--from-checkpoint", str(from_checkpoint)] if from_checkpoint is not None else []
+    return args + (["--without-state"] if without_state else [])
+
+
+def job_log(view: str) -> Path:
+    """Where ``parity job run`` keeps a view's job log: .parity/logs/job-<view>.log."""
+    from parity.config import DEFAULT_HOME
+
+    return DEFAULT_HOME / "logs" / f"job-{view}.log"
+
+
+def run_local(cmd: list[str], log_path: Path) -> int:
+    """Run a job in the foreground: its own lines to this terminal, Flink's log to log_path.
+
+    On failure the last lines of the log are shown too, so the cause is on screen.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"job log: {log_path}", flush=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=PROJECT_ROOT, env=_job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        assert proc.stdout is not None
+        # Ctrl-C reaches the job too, which stops with a savepoint; this process waits for it.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        tail: list[bytes] = []
+        for raw in proc.stdout:
+            log.write(raw)
+            tail = [*tail[-19:], raw]
+            line = raw.decode(errors="replace")
+            if line.startswith(USER_PREFIX):
+                print(line[len(USER_PREFIX) :], end="", flush=True)
+        code = proc.wait()
+        signal.signal(signal.SIGINT, previous)
+    if code != 0:
+        shown = b"".join(tail).decode(errors="replace")
+        print(f"the job exited with {code}; the end of {log_path}:\n{shown}", file=sys.stderr, flush=True)
+    return code
 
 
 def _job_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -104,17 +142,19 @@ def submit(
     view: str,
     *,
     from_checkpoint: Path | None = None,
+    without_state: bool = False,
     parallelism: int | None = None,
     topic: str | None = None,
     group_id: str | None = None,
 ) -> int:
-    """Submit a view's streaming job to the standalone cluster, detached."""
+    """Submit a view's streaming job to the standalone cluster, detached.
+
+    The job itself picks the state it resumes from (jobs.continuity), as a local run does.
+    """
     python = str(job_python())
     args = ["run", "--detached", "-py", str(PROJECT_ROOT / "jobs" / "stream.py"), "-pyexec", python]
     args += ["-pyclientexec", python]
-    if from_checkpoint is not None:
-        args += ["--fromSavepoint", str(from_checkpoint)]
-    args += ["--view", view, "--detached"]
+    args += ["--view", view, "--detached", *_state_args(from_checkpoint, without_state)]
     if parallelism:
         args += ["--parallelism", str(parallelism)]
     if topic:

@@ -22,12 +22,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.table import Table
 
 from features.definition import FeatureView
 from parity.config import IcebergConfig
 from parity.errors import ReadError
-from serving.assembly import FeatureValue, Tile, assemble, to_ms
+from serving.assembly import FeatureValue, Tile, assemble, from_ms, to_ms
 from sinks import iceberg
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ def load_tiles(cfg: IcebergConfig, view: FeatureView, snapshot_id: int | None = 
     starts = table.column("tile_start").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
     table = table.set_column(table.schema.get_field_index("tile_start"), "tile_start", starts)
     table = table.select(columns)
+    _refuse_duplicates(table, view, snapshot.snapshot_id)
     result.arrow = table
     by_entity: dict[str, list[Tile]] = defaultdict(list)
     data = {name: table.column(name).to_pylist() for name in columns}
@@ -121,6 +123,25 @@ def load_tiles(cfg: IcebergConfig, view: FeatureView, snapshot_id: int | None = 
         progress_table, None if snapshot_id is None else snapshot.timestamp_ms
     )
     return result
+
+
+def _refuse_duplicates(table: pa.Table, view: FeatureView, snapshot_id: int) -> None:
+    """Exactly one row per (entity, tile_start): summing two would serve a wrong value silently."""
+    key = view.entity.join_key
+    counts = table.group_by([key, "tile_start"]).aggregate([([], "count_all")])
+    twice = counts.filter(pc.greater(counts["count_all"], 1))
+    if twice.num_rows:
+        examples = [
+            f"({entity}, {from_ms(start).isoformat()})"
+            for entity, start in zip(
+                twice[key].to_pylist()[:3], twice["tile_start"].to_pylist()[:3], strict=True
+            )
+        ]
+        raise ReadError(
+            f"{iceberg.tiles_table(view)} holds {twice.num_rows} (entity, tile_start) keys more than "
+            f"once at snapshot {snapshot_id}, e.g. {', '.join(examples)}. Replay their range "
+            f"(parity replay {view.name} --start ... --end ...) to rewrite them as one row each."
+        )
 
 
 def _period_ends(progress: Table, as_of_commit_ms: int | None) -> list[int]:

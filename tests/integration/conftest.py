@@ -13,14 +13,20 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from jobs.offsets import TopicOffsets
 from parity import jobctl
 from parity.config import IcebergConfig, KafkaConfig, RedisConfig, RegistryConfig
+from producer.produce import produce_events
 
 pytestmark = pytest.mark.integration
+
+# The entity of the event that closes a test's tiles (Isolated.close_tiles).
+CLOSER = "zz-closer"
 
 
 def _reachable(host_port: str) -> bool:
@@ -80,13 +86,20 @@ class Isolated:
         }
 
     def start_job(
-        self, view: str, *, bounded: bool, drain: bool = False, from_checkpoint: Path | None = None
+        self,
+        view: str,
+        *,
+        bounded: bool,
+        drain: bool = False,
+        from_checkpoint: Path | None = None,
+        without_state: bool = False,
     ):
         cmd = jobctl.stream_command(
             view,
             bounded=bounded,
             drain=drain,
             from_checkpoint=from_checkpoint,
+            without_state=without_state,
             group_id=f"it-{self.suffix}-{view}",
             topic=self.topic,
         )
@@ -106,6 +119,39 @@ class Isolated:
             pytest.fail(f"job did not finish in {timeout}s; log tail:\n{self.log_tail()}")
         if code != 0:
             pytest.fail(f"job exited {code}; log tail:\n{self.log_tail()}")
+
+    def close_tiles(self, after: datetime) -> list[dict]:
+        """Produce events of closing entities three days after ``after``, in every partition.
+
+        No stop closes an open tile, so a test that wants every tile of its
+        events closed moves the watermark past them, as later events would.
+        The watermark is the least of the partitions', hence one event in
+        each. The closing events' own tiles stay open. Returns the events.
+        """
+        events = [
+            {
+                "event_id": f"closer-{self.suffix}-{i}",
+                "user_id": f"{CLOSER}-{i}",
+                "ad_id": CLOSER,
+                "event_type": "impression",
+                "event_time": after + timedelta(days=3),
+                "campaign_id": "closer",
+                "country": "ZZ",
+                "cost": 0.0,
+                "device": None,
+            }
+            for i in range(8)
+        ]
+        offsets = TopicOffsets(KafkaConfig(), self.topic, f"it-{self.suffix}-closer")
+        try:
+            before = offsets.ends()
+            summary = produce_events(events, self.topic, KafkaConfig(), RegistryConfig())
+            assert (summary.sent, summary.failed) == (len(events), 0)
+            after_ends = offsets.ends()
+        finally:
+            offsets.close()
+        assert all(after_ends[p] > before[p] for p in before), "a partition got no closing event"
+        return events
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log.exists():

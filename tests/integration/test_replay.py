@@ -103,6 +103,7 @@ def streamed(isolated, monkeypatch):
     late_ids = {e["event_id"] for e in late}
     on_time = [e for e in events if e["event_id"] not in late_ids]
     assert produce_events(on_time, isolated.topic, KafkaConfig(), RegistryConfig()).failed == 0
+    isolated.close_tiles(max(e["event_time"] for e in events))
     jobs = {name: isolated.start_job(name, bounded=False, drain=True) for name in CASES}
     store = OnlineStore(isolated.redis)
     try:
@@ -123,7 +124,7 @@ def streamed(isolated, monkeypatch):
     finally:
         store.close()
     for proc in jobs.values():
-        proc.send_signal(signal.SIGTERM)  # stop with a draining savepoint
+        proc.send_signal(signal.SIGTERM)  # read to the topic's end, then stop with a savepoint
     for proc in jobs.values():
         isolated.wait(proc, timeout=180)
     return events, on_time, late
@@ -242,6 +243,7 @@ def test_a_new_view_from_one_file_streams_and_replays(isolated, monkeypatch):
         view = get_view(name)
         events = generate(GeneratorConfig(users=30, events=1500, start=START, span=timedelta(days=1), seed=8))
         assert produce_events(events, isolated.topic, KafkaConfig(), RegistryConfig()).failed == 0
+        isolated.close_tiles(max(e["event_time"] for e in events))
         isolated.wait(isolated.start_job(name, bounded=True), timeout=420)
         clicks = [lambda e: e["event_type"] == "click"]
         expected = reference_tiles(events, "country", 7_200_000, clicks)

@@ -51,7 +51,7 @@ def test_dead_letters_insert_carries_reason_position_and_bytes():
         assert column in insert
     assert "WHERE `dlq_reason` IS NOT NULL" in insert
     assert "scan.bounded.mode" not in source.statements[0]
-    assert len(set(REASONS)) == 10
+    assert len(set(REASONS)) == 12
 
 
 def test_start_timestamp_replaces_group_offsets():
