@@ -147,34 +147,24 @@ def test_two_bounded_runs_continue_the_open_hour(isolated):
     assert "resuming user_stats_v2 from" in isolated.log.read_text()
     closed_second = _check_stores(isolated, first + second)
     assert closed_second > closed_first
-    raw = _raw_positions(isolated)
-    assert len(raw) == len(set(raw)) == len(first) + len(second)
+    _assert_archived_once(isolated, len(first) + len(second))
 
 
 def test_a_killed_job_restarted_without_flags_resumes_from_its_checkpoint(isolated):
     first = _events(3, START, 30, 3000)
-    _send(first, isolated.topic)
-    job = isolated.start_job("user_stats", bounded=False)
-    wait_for(lambda: _any_checkpoint(isolated), timeout=300, what="a completed checkpoint")
-    wait_for(lambda: _offline_rows(isolated), timeout=120, what="tiles committed to Iceberg")
-    kill(job)
+    _kill_mid_stream(isolated, first)
 
     second = _then(first, 4, 6, 800)
     _send(second, isolated.topic)
     isolated.wait(isolated.start_job("user_stats", bounded=True), timeout=420)
     assert "resuming user_stats_v2 from" in isolated.log.read_text()
     _check_stores(isolated, first + second)
-    raw = _raw_positions(isolated)
-    assert len(raw) == len(set(raw)) == len(first) + len(second)
+    _assert_archived_once(isolated, len(first) + len(second))
 
 
 def test_lost_state_is_refused_then_healed_by_the_named_replay(isolated):
     first = _events(5, START, 30, 3000)
-    _send(first, isolated.topic)
-    job = isolated.start_job("user_stats", bounded=False)
-    wait_for(lambda: _any_checkpoint(isolated), timeout=300, what="a completed checkpoint")
-    wait_for(lambda: _offline_rows(isolated), timeout=120, what="tiles committed to Iceberg")
-    kill(job)
+    _kill_mid_stream(isolated, first)
     shutil.rmtree(isolated.checkpoints)  # the state is gone
     before = _offline_rows(isolated)
 
@@ -205,6 +195,22 @@ def test_lost_state_is_refused_then_healed_by_the_named_replay(isolated):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     _check_stores(isolated, first + second)
+    # The restart read on right after the archive: nothing was archived, or replayed, twice.
+    _assert_archived_once(isolated, len(first) + len(second))
+
+
+def _kill_mid_stream(iso, events: list[dict]) -> None:
+    """Stream the events, and SIGKILL the job once some tiles are committed."""
+    _send(events, iso.topic)
+    job = iso.start_job("user_stats", bounded=False)
+    wait_for(lambda: _any_checkpoint(iso), timeout=300, what="a completed checkpoint")
+    wait_for(lambda: _offline_rows(iso), timeout=120, what="tiles committed to Iceberg")
+    kill(job)
+
+
+def _assert_archived_once(iso, sent: int) -> None:
+    raw = _raw_positions(iso)
+    assert len(raw) == len(set(raw)) == sent, f"the archive holds {len(raw)} rows for {sent} events"
 
 
 def _any_checkpoint(iso) -> bool:
