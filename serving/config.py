@@ -2,14 +2,15 @@
 
 Redis and Iceberg keep their own settings (``RedisConfig``, ``IcebergConfig``);
 these are the read path's own: how long a read may take, when the circuit
-breaker opens, how large a request may be, where traces go.
+breaker opens, how large a request may be, how many may run at once and for
+how long, where traces go.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,9 +29,32 @@ class ServingConfig(BaseSettings):
     max_entities: int = Field(default=1000, ge=1)
     # Largest feature list one request may carry.
     max_features: int = Field(default=200, ge=1)
-    # Largest HTTP request body, in bytes.
+    # Largest entities x features of one request: what one answer may cost to build and send.
+    max_values: int = Field(default=20_000, ge=1)
+    # Largest HTTP request body, in bytes, however it is sent (Content-Length or chunked).
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # Feature requests served at once; one more is answered 429 at once, never queued. Reads
+    # hold the GIL while they decode and assemble, so on two cores more only adds latency.
+    max_concurrent: int = Field(default=32, ge=1)
+    # Entities (x views) being read at once, over all requests; past it a request is answered 429
+    # (one larger than this runs alone). A request's merges (a past as_of) run back to back in
+    # Redis, ~0.15 ms an entity with eight days of hourly tiles, and other reads wait behind
+    # them: 1500 let one request of max_entities merge at a time (~0.15 s) beside small reads.
+    max_entities_in_flight: int = Field(default=1500, ge=1)
+    # Longest a feature request may take from admission to answer; then it is answered 504.
+    request_timeout_s: float = Field(default=1.0, gt=0, le=60)
     # Where spans go: printed to stdout, an OTLP/HTTP collector, or nowhere.
     trace_exporter: Literal["console", "otlp", "none"] = "console"
     # OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces (only with trace_exporter=otlp).
     otlp_endpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _request_outlasts_a_redis_call(self) -> ServingConfig:
+        # A read answers defaults within timeout_s when Redis is slow; a request timeout below
+        # it would turn every slow Redis call into a 504 instead.
+        if self.request_timeout_s <= self.timeout_s:
+            raise ValueError(
+                f"PARITY_SERVING_REQUEST_TIMEOUT_S ({self.request_timeout_s}) must exceed "
+                f"PARITY_SERVING_TIMEOUT_S ({self.timeout_s})"
+            )
+        return self

@@ -12,12 +12,17 @@ from typing import ClassVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+# Why the HTTP server answered a feature request with a refusal instead of values: the
+# labels of feature_requests_rejected_total. ``concurrency`` and ``entities_in_flight`` are 429s
+# and ``timeout`` a 504: the server's capacity, not the caller's request, decided those.
+REJECTION_REASONS = ("invalid", "body_too_large", "too_large", "concurrency", "entities_in_flight", "timeout")
+
 # Reads are sub-millisecond when healthy and bounded by the timeout when not.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class ServingMetrics:
-    """Latency, errors and defaults served, per source (``redis``, ``iceberg``)."""
+    """Latency, errors and defaults served, per source (``redis``, ``iceberg``); HTTP refusals."""
 
     _default: ClassVar[ServingMetrics | None] = None
     _lock: ClassVar[threading.Lock] = threading.Lock()
@@ -62,10 +67,19 @@ class ServingMetrics:
             ["source"],
             registry=registry,
         )
+        self.rejected = Counter(
+            "feature_requests_rejected_total",
+            "HTTP feature requests answered with a refusal instead of values, by reason (invalid: 422, "
+            "body_too_large and too_large: 413, concurrency and entities_in_flight: 429, timeout: 504).",
+            ["reason"],
+            registry=registry,
+        )
         # Children exist from the start, so rates are defined before the first error.
         for source in ("redis", "iceberg"):
             self.latency.labels(source)
             self.errors.labels(source, "unavailable")
+        for reason in REJECTION_REASONS:
+            self.rejected.labels(reason)
         self.breaker_open.labels("redis").set(0)
 
     @classmethod

@@ -1,8 +1,9 @@
 """Online reads: window aggregates merged inside Redis → ``finish`` → values with status.
 
 Read path, per request:
-1. Parse ``<view>:<feature>`` names and the entity rows; anything unknown or
-   mistyped is a ``ReadError`` before Redis is touched.
+1. Parse ``<view>:<feature>`` names and the entity rows; anything unknown,
+   mistyped or unfit for a key (``id_problem``) is a ``ReadError`` before
+   Redis is touched.
 2. Ask the circuit breaker. While it is open the request is answered with
    defaults (status ``error``) at once.
 3. One round trip, one MGET: per view, the completeness watermark and each
@@ -20,6 +21,8 @@ Read path, per request:
 Redis slow or down: every socket operation is bounded by
 ``PARITY_SERVING_TIMEOUT_S`` and redis-py's own retries are off, so a read
 returns defaults with status ``error`` within that bound, and never hangs.
+Only the store's failures count toward the breaker (``store_failed``): a
+request the caller got wrong must not open it for everyone else.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ SOURCE = "redis"
 _REMEMBERED_FEATURE_LISTS = 1024
 # Entities per script call: bounds how long one call keeps Redis busy.
 CHUNK = 64
+# Longest entity id, in UTF-8 bytes. Ids are parts of Redis keys; no id system needs more.
+MAX_ID_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,35 @@ def parse_refs(features: Sequence[str], views: Mapping[str, FeatureView]) -> lis
     return refs
 
 
+def id_problem(text: str) -> str | None:
+    """Why ``text`` cannot be an entity id (or a join key name), or None when it can.
+
+    Ids become Redis keys: text that UTF-8 cannot encode (a lone surrogate
+    such as ``\\ud800``, which JSON can carry) would fail inside the Redis
+    client, after the request was let through. NUL is refused too: no id
+    system issues it, and C-string tools and logs cut ids at it.
+    """
+    if not text:
+        return "is empty"
+    if "\x00" in text:
+        return "contains NUL (\\u0000)"
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            return f"is not valid Unicode: a lone surrogate ({ascii(exc.object[exc.start])[1:-1]})"
+    if size > MAX_ID_BYTES:
+        return f"is {size} bytes long; the limit is {MAX_ID_BYTES}"
+    return None
+
+
 def entity_of(view: FeatureView, row: Mapping[str, Any]) -> str:
     """The view's join key value in one entity row.
 
     Raises:
-        ReadError: the key is absent, not a string, or empty.
+        ReadError: the key is absent, not a string, or not an id (see ``id_problem``).
     """
     key = view.entity.join_key
     if not isinstance(row, Mapping):
@@ -101,6 +130,9 @@ def entity_of(view: FeatureView, row: Mapping[str, Any]) -> str:
     value = row[key]
     if not isinstance(value, str) or not value:
         raise ReadError(f"join key {key!r} must be a non-empty string, got {type(value).__name__} {value!r}")
+    problem = id_problem(value)
+    if problem is not None:
+        raise ReadError(f"join key {key!r}: the value {problem}")
     return value
 
 
@@ -302,10 +334,15 @@ class OnlineStore:
     def _fetch_guarded(
         self, plans: Mapping[str, _ViewPlan], entities: Mapping[str, list[str]], when_ms: int
     ) -> dict[str, tuple[int | None, list[Sequence[bytes | None]], list[int]]] | None:
-        """The window aggregates per view, or None when Redis failed or the breaker is open."""
+        """The window aggregates per view, or None when Redis failed or the breaker is open.
+
+        Only the store's own failures count toward the breaker; see ``store_failed``.
+        """
         if not self._breaker.allow():
             self._metrics.errors.labels(SOURCE, "circuit_open").inc()
             return None
+        # Let through while half-open, this call is the breaker's one probe and must end it.
+        probing = self._breaker.state is BreakerState.HALF_OPEN
         try:
             with self._tracer.start_as_current_span("redis.read_windows") as span:
                 stored = self._fetch(plans, entities, when_ms)
@@ -313,16 +350,19 @@ class OnlineStore:
                     span.set_attribute("db.system", "redis")
                     span.set_attribute("db.operation", "MGET")
                     span.set_attribute("parity.merged_entities", sum(len(m) for _, _, m in stored.values()))
-        except redis.RedisError as exc:
+        except BaseException as exc:
+            if not store_failed(exc):
+                # Not the store's failure: if it counted, one shape of request could open the
+                # breaker for every caller. A probe still has to end, or the breaker waits forever.
+                if probing:
+                    self._breaker.failure()
+                raise
             self._breaker.failure()
             reason = "timeout" if isinstance(exc, redis.TimeoutError) else "unavailable"
             self._metrics.errors.labels(SOURCE, reason).inc()
             self._breaker_open.set(self._breaker.state is not BreakerState.CLOSED)
             log.warning("online read failed (%s), serving defaults: %s", reason, exc)
             return None
-        except BaseException:
-            self._breaker.failure()
-            raise
         self._breaker.success()
         self._breaker_open.set(0)
         return stored
@@ -437,6 +477,15 @@ class OnlineStore:
         for ref in refs:
             self._metrics.defaults.labels(ref.view.name, Status.ERROR.value).inc(rows)
         return [dict(row) for _ in range(rows)]
+
+
+def store_failed(exc: BaseException) -> bool:
+    """Did Redis fail (unreachable, slow, an error reply), rather than the request or this code?
+
+    ``DataError`` is redis-py refusing an argument before sending anything,
+    and an encoding error never reaches Redis either: neither is the store's.
+    """
+    return isinstance(exc, redis.RedisError) and not isinstance(exc, redis.DataError)
 
 
 def _glob_escape(text: str) -> str:

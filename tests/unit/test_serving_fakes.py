@@ -29,6 +29,8 @@ class FakePipeline:
         return self
 
     def execute(self):
+        for _, args in self.calls:
+            encoded(args)
         self.owner.round_trips += 1
         if self.owner.fail is not None:
             raise self.owner.fail
@@ -103,6 +105,7 @@ class FakeRedis:
         return self.strings.get(key)
 
     def mget(self, keys):
+        encoded(keys)
         self.round_trips += 1
         if self.fail is not None:
             raise self.fail
@@ -128,6 +131,11 @@ class FakeRedis:
         tiles = [Tile(s, e, v) for s, e, v in decode_tiles(view, self.hashes.get(key, {}))]
         raw = window_values(view, tiles, end_ms)
         return [b"" if raw[name] is None else repr(raw[name]).encode() for name in slot_names(view)]
+
+
+def encoded(args) -> list[bytes]:
+    """Arguments as redis-py sends them: text as strict UTF-8, so what it cannot encode fails here too."""
+    return [a if isinstance(a, bytes) else str(a).encode("utf-8") for a in args]
 
 
 def down() -> Exception:

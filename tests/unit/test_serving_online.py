@@ -124,6 +124,9 @@ def test_precomputed_values_serve_the_ends_they_hold_for_and_the_rest_is_merged(
         (["user_stats:clicks_7d"], [{"user_id": 7}], "must be a non-empty string, got int 7"),
         (["user_stats:clicks_7d"], [{"user_id": ""}], "must be a non-empty string"),
         (["user_stats:clicks_7d"], ["u1"], "must be a mapping"),
+        (["user_stats:clicks_7d"], [{"user_id": "u\ud800"}], r"lone surrogate \(\\ud800\)"),
+        (["user_stats:clicks_7d"], [{"user_id": "u\x00"}], "contains NUL"),
+        (["user_stats:clicks_7d"], [{"user_id": "é" * 129}], "258 bytes long; the limit is 256"),
     ],
 )
 def test_bad_requests_are_refused_before_redis_is_asked(fake, features, rows, message):
@@ -176,6 +179,36 @@ def test_breaker_fails_fast_after_n_failures_then_probes_once_and_recovers(fake)
     store.get_online_features(*request)
     assert fake.round_trips == 6
     assert sample(metrics, "feature_fetch_circuit_open", source="redis") == 0
+
+
+def test_only_store_failures_count_toward_the_breaker(fake, monkeypatch):
+    store, metrics = make_store()
+    monkeypatch.setattr(online, "id_problem", lambda text: None)  # as if a bad id got past validation
+    bad = (["user_stats:clicks_7d"], [{"user_id": "u\ud800"}])
+    for _ in range(10):
+        with pytest.raises(UnicodeEncodeError):
+            store.get_online_features(*bad)
+    assert store.breaker_state is BreakerState.CLOSED
+    assert sample(metrics, "feature_fetch_errors_total", source="redis", reason="unavailable") == 0
+    fake.fail = redis.DataError("Invalid input of type: 'NoneType'")  # refused before sending
+    for _ in range(5):
+        with pytest.raises(redis.DataError):
+            store.get_online_features(["user_stats:clicks_7d"], [{"user_id": "u"}])
+    assert store.breaker_state is BreakerState.CLOSED
+
+    # While half-open, the one probe ends even when its error is not the store's.
+    fake.fail = down()
+    for _ in range(3):
+        store.get_online_features(["user_stats:clicks_7d"], [{"user_id": "u"}])
+    assert store.breaker_state is BreakerState.OPEN
+    time.sleep(0.25)
+    fake.fail = None
+    with pytest.raises(UnicodeEncodeError):
+        store.get_online_features(*bad)
+    assert store.breaker_state is BreakerState.OPEN  # not stuck half-open waiting for the probe
+    time.sleep(0.25)
+    assert store.get_online_features(["user_stats:clicks_7d"], [{"user_id": "u"}])
+    assert store.breaker_state is BreakerState.CLOSED
 
 
 def test_timeouts_count_under_their_own_reason(fake):
