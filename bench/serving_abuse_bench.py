@@ -22,31 +22,23 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from local_redis import free_port, redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
 HOUR = 3_600_000
 ENTITIES = [f"u{e:04d}" for e in range(1000)]
 TILES = 192  # eight days of hourly tiles: everything the online store keeps
 GOOD = {"features": ["user_stats:clicks_1d", "user_stats:clicks_7d"], "entities": [{"user_id": "u0001"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def load(port: int, prefix: str) -> None:
@@ -141,6 +133,43 @@ def measure(base: str, seconds: float) -> dict:
     return {**percentiles(latencies), "requests": len(latencies), "codes": dict(codes), "present": present}
 
 
+def take_turns(base: str, turns: int, seconds: float, abusers: int) -> dict[str, list[dict]]:
+    """Each side ``turns`` times, alternating which goes first; prints each run's figures."""
+    runs: dict[str, list[dict]] = {"quiet": [], "burst": []}
+    for run in range(turns):
+        for side in ("quiet", "burst") if run % 2 == 0 else ("burst", "quiet"):
+            abusing = None
+            if side == "burst":
+                abusing = subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--abuse",
+                        f"{base}/features",
+                        "--abusers",
+                        str(abusers),
+                    ],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                assert abusing.stdout is not None
+                abusing.stdout.readline()  # "ready"
+                time.sleep(1.0)  # the burst under way before measuring
+            figures = measure(base, seconds)
+            if abusing is not None:
+                abusing.send_signal(signal.SIGTERM)
+                out, _ = abusing.communicate(timeout=60)
+                figures["abusers"] = json.loads(out.strip().splitlines()[-1])
+            runs[side].append(figures)
+            line = f"run {run + 1} {side:>5}: p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms"
+            line += f", {figures['requests']} requests {figures['codes']}, present {figures['present']}"
+            if "abusers" in figures:
+                line += f"; abusers {figures['abusers']}"
+            print(line, file=sys.stderr)
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -155,19 +184,7 @@ def main() -> int:
         abuse(args.abuse, args.abusers)
         return 0
 
-    workdir = tempfile.mkdtemp(prefix="serving-abuse-bench-")
-    redis_server = server = None
-    port = args.redis_port
-    try:
-        if port is None:
-            port = free_port()
-            binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-            redis_server = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                cwd=workdir,
-                stdout=subprocess.DEVNULL,
-            )
-            time.sleep(0.5)
+    with redis_server(args.redis_port) as port:
         prefix = f"abusebench{int(time.time())}"
         load(port, prefix)
         http_port = free_port()
@@ -185,57 +202,19 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{http_port}"
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        measure(base, 1.0)  # warm-up
-
-        runs: dict[str, list[dict]] = {"quiet": [], "burst": []}
-        for run in range(args.runs):
-            for side in ("quiet", "burst") if run % 2 == 0 else ("burst", "quiet"):
-                abusers = None
-                if side == "burst":
-                    abusers = subprocess.Popen(
-                        [
-                            sys.executable,
-                            __file__,
-                            "--abuse",
-                            f"{base}/features",
-                            "--abusers",
-                            str(args.abusers),
-                        ],
-                        cwd=ROOT,
-                        stdout=subprocess.PIPE,
-                        text=True,
-                    )
-                    assert abusers.stdout is not None
-                    abusers.stdout.readline()  # "ready"
-                    time.sleep(1.0)  # the burst under way before measuring
-                figures = measure(base, args.seconds)
-                if abusers is not None:
-                    abusers.send_signal(signal.SIGTERM)
-                    out, _ = abusers.communicate(timeout=60)
-                    figures["abusers"] = json.loads(out.strip().splitlines()[-1])
-                runs[side].append(figures)
-                line = (
-                    f"run {run + 1} {side:>5}: p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms"
-                )
-                line += f", {figures['requests']} requests {figures['codes']}, present {figures['present']}"
-                if "abusers" in figures:
-                    line += f"; abusers {figures['abusers']}"
-                print(line, file=sys.stderr)
-        health = httpx.get(f"{base}/healthz", timeout=5).json()
-    finally:
-        if server is not None:
+        try:
+            for _ in range(100):
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            measure(base, 1.0)  # warm-up
+            runs = take_turns(base, args.runs, args.seconds, args.abusers)
+            health = httpx.get(f"{base}/healthz", timeout=5).json()
+        finally:
             server.terminate()
             server.wait(timeout=10)
-        if redis_server is not None:
-            redis_server.terminate()
-            redis_server.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
     p99 = {side: statistics.median(r["p99_ms"] for r in figures) for side, figures in runs.items()}
     p50 = {side: statistics.median(r["p50_ms"] for r in figures) for side, figures in runs.items()}

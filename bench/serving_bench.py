@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
+from local_redis import redis_server
 from prometheus_client import CollectorRegistry
 
 from features.definition import AggKind, Aggregation, FeatureView
@@ -62,12 +60,6 @@ bench_view = FeatureView(
     max_staleness=timedelta(hours=2),
 )
 FEATURES = [f"bench_stats:{f}" for f in bench_view.feature_names]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -165,20 +157,8 @@ def main() -> int:
     parser.add_argument("--no-feast", action="store_true")
     args = parser.parse_args()
 
-    server = None
-    workdir = tempfile.mkdtemp(prefix="serving-bench-")
-    port = args.redis_port
-    if port is None:
-        port = free_port()
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        server = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-        )
-        time.sleep(0.5)
-    cfg = RedisConfig(port=port, key_prefix=f"bench{int(time.time())}")
-    try:
+    with redis_server(args.redis_port) as port:
+        cfg = RedisConfig(port=port, key_prefix=f"bench{int(time.time())}")
         now_ms = to_ms(datetime.now(UTC))
         load(cfg, args.entities, now_ms)
         store = OnlineStore(cfg, {"bench_stats": bench_view}, metrics=ServingMetrics(CollectorRegistry()))
@@ -224,11 +204,6 @@ def main() -> int:
             got = feast(port, args.entities, args.reads)
             if got is not None:
                 results["feast"] = got
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"{'entities':>8} {'reader':>13} {'p50 ms':>9} {'p99 ms':>9}")
     for batch in ("1", "100"):

@@ -12,11 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -32,7 +27,7 @@ from parity.config import RedisConfig
 from serving.assembly import to_ms
 from sinks.base import TileRow
 from sinks.redis import RedisTileSink
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import HttpServer
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +40,6 @@ TIMEOUT_STATUS = 504  # PARITY_SERVING_REQUEST_TIMEOUT_S passed: the one 5xx the
 JSON = {"content-type": "application/json"}
 REFUSED_FOR_LOAD = ("concurrency", "entities_in_flight", "timeout")
 GOOD = {"features": ["user_stats:clicks_1d", "user_stats:clicks_7d"], "entities": [{"user_id": "u0001"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def seed(cfg: RedisConfig) -> None:
@@ -87,35 +76,13 @@ def forget(cfg: RedisConfig) -> None:
 def server(isolated, tmp_path):
     cfg = isolated.redis
     seed(cfg)
-    port = free_port()
-    env = {
-        **os.environ,
-        "PARITY_REDIS_KEY_PREFIX": cfg.key_prefix,
-        "PARITY_SERVING_TRACE_EXPORTER": "none",
-    }
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200
-        except httpx.HTTPError:
-            return proc.poll() is not None
-
     try:
-        wait_for(up, timeout=30, what="the HTTP server", interval=0.2)
-        assert proc.poll() is None, log.read_text()
-        yield base
+        with HttpServer(
+            {"PARITY_REDIS_KEY_PREFIX": cfg.key_prefix, "PARITY_SERVING_TRACE_EXPORTER": "none"},
+            tmp_path / "serve.log",
+        ) as base:
+            yield base
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
         forget(cfg)
 
 

@@ -182,3 +182,63 @@ def isolated(tmp_path: Path) -> Iterator[Isolated]:
     yield iso
     for proc in iso.jobs:
         kill(proc)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HttpServer:
+    """``python -m serving serve`` on a free port, for a ``with`` block that gets its base URL.
+
+    1. On entry the server starts with ``env`` over this process's environment, its output
+       in ``log``.
+    2. It is up once /healthz answers with a status in ``healthy``; if it exits first or is
+       not up in 30 s, it is stopped and the test fails (with the log when it exited).
+    3. On exit it gets SIGTERM and is waited for.
+    """
+
+    def __init__(self, env: dict[str, str], log: Path, healthy: tuple[int, ...] = (200,)) -> None:
+        self.env = env
+        self.log = log
+        self.healthy = healthy
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> str:
+        import sys
+
+        import httpx
+
+        port = free_port()
+        with self.log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "serving", "serve", "--port", str(port)],
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.proc = proc
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base}/healthz", timeout=0.5).status_code in self.healthy
+            except httpx.HTTPError:
+                return proc.poll() is not None
+
+        try:
+            wait_for(up, timeout=30, what="the HTTP server", interval=0.2)
+            assert proc.poll() is None, self.log.read_text()
+        except BaseException:
+            self.__exit__()
+            raise
+        return base
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=10)
+            self.proc = None

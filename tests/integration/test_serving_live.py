@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +28,7 @@ from serving.metrics import ServingMetrics
 from serving.online import OnlineStore
 from sinks.base import TileRow
 from sinks.redis import RedisTileSink
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import HttpServer, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +40,6 @@ START = to_ms(NOW) - to_ms(NOW) % HOUR - HOUR  # the last closed hour
 @pytest.fixture(scope="session", autouse=True)
 def stack_is_up() -> None:
     """These tests bring their own Redis where they stop it; the HTTP test needs the configured one."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateRedis:
@@ -162,36 +154,16 @@ def test_a_slow_redis_costs_a_read_the_timeout_not_more(private_redis):
 @pytest.fixture
 def http_server(tmp_path):
     """`python -m serving serve` against the configured Redis, on its own key prefix."""
-    port = free_port()
     prefix = f"http{os.getpid()}"
     env = {
-        **os.environ,
         "PARITY_REDIS_KEY_PREFIX": prefix,
         "PARITY_SERVING_MAX_ENTITIES": "5",
         "PARITY_SERVING_TRACE_EXPORTER": "console",
     }
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{base}/healthz", timeout=0.5).status_code in (200, 503)
-        except httpx.HTTPError:
-            return proc.poll() is not None
-
-    wait_for(up, timeout=30, what="the HTTP server", interval=0.2)
-    assert proc.poll() is None, log.read_text()
-    write_tile(RedisConfig(key_prefix=prefix))
-    yield base, log
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=10)
+    with HttpServer(env, log, healthy=(200, 503)) as base:
+        write_tile(RedisConfig(key_prefix=prefix))
+        yield base, log
 
 
 def test_http_serves_features_and_refuses_bad_requests_with_a_reason(http_server):
