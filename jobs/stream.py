@@ -45,7 +45,7 @@ from jobs.decode import decoded_source_statements
 from jobs.offsets import TopicOffsets
 from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RedisConfig, RegistryConfig
 from parity.errors import JobError
-from sinks import iceberg
+from sinks import iceberg, repair
 from sinks.flink_udf import late_events_udf, redis_completeness_udf, redis_tiles_udf
 from sinks.redis import connect
 from sinks.redis_layout import completeness_key
@@ -198,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         from_state=Path(args.from_checkpoint).resolve() if args.from_checkpoint else None,
         without_state=args.without_state,
     )
+    repair.ensure_online(view, iceberg_cfg, redis_cfg, say)
     for line in plan.describe(view):
         say(line)
     env = table_environment(view, flink, streaming=True)

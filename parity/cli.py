@@ -306,6 +306,48 @@ def _cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_repair(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "repair-online",
+        help="rebuild a view's Redis from Iceberg after it was flushed, evicted or replaced",
+        description="Rebuild the online store of a view version from Iceberg: the tiles inside the\n"
+        "online horizon (longest window + prune margin before the offline completeness), set under\n"
+        "the usual version guard; then the window values and the completeness watermark; then the\n"
+        "view's epoch key, last. Until then reads of a lost Redis answer status `error`.\n"
+        "Safe to re-run, and to run while the job writes. A job's start runs it by itself.",
+        epilog="examples:\n"
+        "  parity repair-online user_stats --dry-run   what would be rebuilt\n"
+        "  parity repair-online user_stats",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("view", help="feature view name (see `parity views`)")
+    p.add_argument("--dry-run", action="store_true", help="report what would be rebuilt; write nothing")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait up to this long for Iceberg to commit up to the completeness the running job "
+        "wrote to Redis since the loss (default 60)",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_repair)
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from features.registry import get_view
+    from parity.config import IcebergConfig, RedisConfig
+    from sinks.repair import repair_online
+
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    view, iceberg_cfg, redis_cfg = get_view(args.view), IcebergConfig(), RedisConfig()
+    summary = repair_online(view, iceberg_cfg, redis_cfg, dry_run=args.dry_run, wait_s=args.wait, say=say)
+    print(json.dumps(asdict(summary), indent=2) if args.json else "\n".join(summary.lines()))
+    return 0
+
+
 def _add_features(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "features",
@@ -472,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_show,
         _add_replay,
         _add_reset,
+        _add_repair,
     )
     for add in adders:
         add(sub)

@@ -6,8 +6,10 @@ Read path, per request:
    Redis is touched.
 2. Ask the circuit breaker. While it is open the request is answered with
    defaults (status ``error``) at once.
-3. One round trip, one MGET: per view, the completeness watermark and each
-   entity's window values as the job precomputed them (``sinks.redis_windows``).
+3. One round trip, one MGET: per view, the completeness watermark, the epoch
+   key and each entity's window values as the job precomputed them
+   (``sinks.redis_windows``). A view whose Redis was lost (the epoch contract
+   in ``sinks.redis_layout``) is answered with defaults, status ``error``.
    Values stored for a range of window ends that holds the read's end are used
    as they are.
 4. Only entities whose stored values do not cover the read's end (a past
@@ -32,7 +34,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from opentelemetry import trace
@@ -48,7 +50,7 @@ from serving.breaker import BreakerState, CircuitBreaker
 from serving.config import ServingConfig
 from serving.metrics import ServingMetrics
 from sinks.base import Value
-from sinks.redis_layout import completeness_key, decode_tiles, entity_key, window_key
+from sinks.redis_layout import EPOCH_LOST, completeness_key, decode_tiles, entity_key, epoch_key, window_key
 from sinks.redis_windows import MERGE_SCRIPT, layout_args, slot_names
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ _REMEMBERED_FEATURE_LISTS = 1024
 CHUNK = 64
 # Longest entity id, in UTF-8 bytes. Ids are parts of Redis keys; no id system needs more.
 MAX_ID_BYTES = 256
+_LOST = EPOCH_LOST.encode()
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ class _ViewPlan:
     key_head: str  # the tile hash key without the entity
     window_head: str  # the window key without the entity
     completeness_key: str
+    epoch_key: str
 
     @classmethod
     def of(cls, view: FeatureView, prefix: str) -> _ViewPlan:
@@ -159,6 +163,7 @@ class _ViewPlan:
             entity_key(prefix, view, ""),
             window_key(prefix, view, ""),
             completeness_key(prefix, view),
+            epoch_key(prefix, view),
         )
 
     def raw(self, slots: Sequence[bytes | None]) -> dict[str, Value]:
@@ -169,6 +174,15 @@ class _ViewPlan:
             else:
                 out[name] = int(item) if is_int else float(item)
         return out
+
+
+class _ViewReply(NamedTuple):
+    """What one read found of one view."""
+
+    completeness: int | None
+    slots: list[Sequence[bytes | None]]  # per entity
+    merged: list[int]  # indexes of the entities merged at read time
+    lost: str | None  # why the view's values cannot be trusted (an error reason), or None
 
 
 def connect(cfg: RedisConfig, timeout_s: float) -> redis.Redis:
@@ -222,6 +236,8 @@ class OnlineStore:
         self._client: redis.Redis = connect(self._cfg, self._serving.timeout_s)
         self._script = self._client.register_script(MERGE_SCRIPT)
         self._tracer = trace.get_tracer(__name__)
+        # Views whose epoch key this process has read: from then on its absence means a lost Redis.
+        self._seen_epoch: set[str] = set()
 
     @property
     def views(self) -> Mapping[str, FeatureView]:
@@ -333,7 +349,7 @@ class OnlineStore:
 
     def _fetch_guarded(
         self, plans: Mapping[str, _ViewPlan], entities: Mapping[str, list[str]], when_ms: int
-    ) -> dict[str, tuple[int | None, list[Sequence[bytes | None]], list[int]]] | None:
+    ) -> dict[str, _ViewReply] | None:
         """The window aggregates per view, or None when Redis failed or the breaker is open.
 
         Only the store's own failures count toward the breaker; see ``store_failed``.
@@ -349,7 +365,7 @@ class OnlineStore:
                 if span.is_recording():
                     span.set_attribute("db.system", "redis")
                     span.set_attribute("db.operation", "MGET")
-                    span.set_attribute("parity.merged_entities", sum(len(m) for _, _, m in stored.values()))
+                    span.set_attribute("parity.merged_entities", sum(len(r.merged) for r in stored.values()))
         except BaseException as exc:
             if not store_failed(exc):
                 # Not the store's failure: if it counted, one shape of request could open the
@@ -369,26 +385,35 @@ class OnlineStore:
 
     def _fetch(
         self, plans: Mapping[str, _ViewPlan], entities: Mapping[str, list[str]], when_ms: int
-    ) -> dict[str, tuple[int | None, list[Sequence[bytes | None]], list[int]]]:
-        """Per view: (completeness, the slots of each entity, the entities merged at read time)."""
+    ) -> dict[str, _ViewReply]:
+        """Per view: completeness, the slots of each entity, the entities merged at read time, loss."""
         keys: list[str] = []
         for name, plan in plans.items():
             head = plan.window_head
             keys.append(plan.completeness_key)
+            keys.append(plan.epoch_key)
             keys.extend([head + entity for entity in entities[name]])
         replies: list[bytes | None] = self._client.mget(keys)  # type: ignore[assignment]
-        result: dict[str, tuple[int | None, list[Sequence[bytes | None]], list[int]]] = {}
+        result: dict[str, _ViewReply] = {}
         merges: list[tuple[str, int, list[str], list[int]]] = []  # (view, end, keys, entity indexes)
         at = 0
         for name, plan in plans.items():
-            raw_completeness = replies[at]
+            raw_completeness, epoch = replies[at], replies[at + 1]
+            at += 2
             names = entities[name]
+            stored_values = replies[at : at + len(names)]
+            at += len(names)
+            if epoch is not None and epoch != _LOST:
+                self._seen_epoch.add(name)
+            elif epoch == _LOST or name in self._seen_epoch:
+                result[name] = _ViewReply(None, [], [], "store_lost")
+                continue
             end_s = window_end_ms(plan.view, when_ms) // 1000
             width = len(plan.slot_names)
             absent = (None,) * width
             slots: list[Sequence[bytes | None]] = []
             to_merge: list[int] = []
-            for index, stored in enumerate(replies[at + 1 : at + 1 + len(names)]):
+            for index, stored in enumerate(stored_values):
                 if stored is None:  # no tiles at all
                     slots.append(absent)
                     continue
@@ -402,14 +427,13 @@ class OnlineStore:
                 else:
                     to_merge.append(index)
                     slots.append(absent)
-            at += 1 + len(names)
             for begin in range(0, len(to_merge), CHUNK):
                 chunk = to_merge[begin : begin + CHUNK]
                 merges.append(
                     (name, end_s, [plan.completeness_key] + [plan.key_head + names[i] for i in chunk], chunk)
                 )
             completeness = int(raw_completeness) if raw_completeness is not None else None
-            result[name] = (completeness, slots, to_merge)
+            result[name] = _ViewReply(completeness, slots, to_merge, None)
         if merges:
             calls = [(script_keys, [end, *plans[view].layout]) for view, end, script_keys, _ in merges]
             merged = self._run(calls)
@@ -438,15 +462,18 @@ class OnlineStore:
         self,
         refs: Sequence[FeatureRef],
         plans: Mapping[str, _ViewPlan],
-        stored: Mapping[str, tuple[int | None, list[Sequence[bytes | None]], list[int]]],
+        stored: Mapping[str, _ViewReply],
         rows: int,
         when_ms: int,
     ) -> list[dict[str, FeatureValue]]:
         out: list[dict[str, FeatureValue]] = [{} for _ in range(rows)]
         defaults = self._metrics.defaults
         for name, plan in plans.items():
-            completeness, replies, merged = stored[name]
+            completeness, replies, merged, lost = stored[name]
             view = plan.view
+            if lost is not None:
+                self._lost_view(refs, name, lost, out, when_ms)
+                continue
             self._read[name].inc(len(replies))
             if merged:
                 self._merged[name].inc(len(merged))
@@ -466,6 +493,22 @@ class OnlineStore:
             if stale:
                 defaults.labels(name, Status.STALE.value).inc(stale)
         return out
+
+    def _lost_view(
+        self,
+        refs: Sequence[FeatureRef],
+        name: str,
+        reason: str,
+        out: list[dict[str, FeatureValue]],
+        when_ms: int,
+    ) -> None:
+        """Defaults with status ``error`` for every value of a view whose Redis was lost."""
+        mine = [ref for ref in refs if ref.view.name == name]
+        row = self._defaults(mine, len(out), when_ms)[0] if out else {}
+        for values in out:
+            values.update(row)
+        # Counted, not logged: a log line per read would flood the log until the repair.
+        self._metrics.errors.labels(SOURCE, reason).inc()
 
     def _defaults(self, refs: Sequence[FeatureRef], rows: int, when_ms: int) -> list[dict[str, FeatureValue]]:
         row = {

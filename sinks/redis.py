@@ -7,6 +7,10 @@ stored one is an older version and is refused; the check and the write happen
 in one Lua script, atomically inside Redis. Each ``write`` is synchronous: when
 it returns, Redis has acknowledged every tile of the batch, so nothing is held
 in a buffer that a crash after a checkpoint could lose.
+
+A sink that finds the view's epoch key when it opens marks the view ``lost``
+if a later write finds the key gone: see the epoch contract in
+``sinks.redis_layout``.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from parity.config import RedisConfig
 from parity.errors import SinkError
 from sinks.base import TileRow, WriteResult
 from sinks.redis_layout import (
+    EPOCH_LOST,
     completeness_key,
     due_key,
     encode_tile,
     entity_key,
+    epoch_key,
     late_events_key,
     window_key,
 )
@@ -35,15 +41,19 @@ from sinks.redis_windows import REFRESH_SCRIPT, SET_TILES_SCRIPT, layout_args
 
 log = logging.getLogger(__name__)
 
-# KEYS[1]: the completeness key. ARGV[1]: a tile end (epoch ms). Only ever moves forward.
+# KEYS[1]: the completeness key; KEYS[2], only from an armed sink: the epoch key, set
+# to 'lost' when absent. ARGV[1]: a tile end (epoch ms). Only ever moves forward.
 _ADVANCE = """
+if KEYS[2] ~= nil and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], '@LOST@')
+end
 local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if tonumber(ARGV[1]) > current then
   redis.call('SET', KEYS[1], ARGV[1])
   return 1
 end
 return 0
-"""
+""".replace("@LOST@", EPOCH_LOST)
 
 
 def connect(cfg: RedisConfig) -> redis.Redis:
@@ -84,12 +94,21 @@ class RedisTileSink:
         self._horizon_ms = int((view.longest_window + view.prune_margin) / timedelta(milliseconds=1))
         self._staleness_ms = int(view.max_staleness / timedelta(milliseconds=1))
         self._layout = layout_args(view)
+        self._epoch = epoch_key(cfg.key_prefix, view)
+        # The epoch key, passed to the scripts only once seen: see sinks.redis_layout.
+        self._armed: list[str] = []
 
     def open(self) -> None:
+        """Connect, and arm the loss check if the view's epoch key is there.
+
+        Raises:
+            SinkError: Redis did not answer.
+        """
         self._client = connect(self._cfg)
         self._set_tiles = self._client.register_script(SET_TILES_SCRIPT)
         self._refresh = self._client.register_script(REFRESH_SCRIPT)
         self._advance = self._client.register_script(_ADVANCE)
+        self._armed = [self._epoch] if self.epoch() is not None else []
 
     def write(self, rows: Sequence[TileRow]) -> WriteResult:
         """Set every tile of the batch, in one pipelined round trip.
@@ -114,6 +133,7 @@ class RedisTileSink:
             for tile in tiles:
                 argv.extend(encode_tile(tile))
             keys = [entity_key(prefix, self._view, entity), window_key(prefix, self._view, entity), due]
+            keys.extend(self._armed)
             self._set_tiles(keys=keys, args=argv, client=pipe)
         try:
             applied = sum(int(n) for n in pipe.execute())
@@ -133,7 +153,9 @@ class RedisTileSink:
         client = self._require_client()
         try:
             self._advance(
-                keys=[completeness_key(self._cfg.key_prefix, self._view)], args=[tile_end_ms], client=client
+                keys=[completeness_key(self._cfg.key_prefix, self._view), *self._armed],
+                args=[tile_end_ms],
+                client=client,
             )
         except redis.RedisError as exc:
             raise SinkError(
@@ -174,6 +196,37 @@ class RedisTileSink:
         """The view's completeness watermark in Redis, if any tile was written."""
         raw = self._require_client().get(completeness_key(self._cfg.key_prefix, self._view))
         return int(raw) if raw is not None else None
+
+    def epoch(self) -> str | None:
+        """The view's epoch key: ``<epoch ms> <origin>``, ``lost``, or None when absent.
+
+        Raises:
+            SinkError: Redis did not answer.
+        """
+        try:
+            raw = self._require_client().get(self._epoch)
+        except redis.RedisError as exc:
+            raise SinkError(
+                f"Redis did not answer for the epoch of {self._view.qualified_name}: {exc}"
+            ) from exc
+        return raw.decode() if isinstance(raw, bytes) else None
+
+    def set_epoch(self, origin: str, *, only_if_absent: bool = False) -> bool:
+        """Declare that this Redis holds the view's online horizon completely; True if set.
+
+        Only a fresh start and a finished repair may call it (sinks.redis_layout).
+
+        Raises:
+            SinkError: Redis did not answer.
+        """
+        value = f"{_now_ms()} {origin}"
+        try:
+            done = self._require_client().set(self._epoch, value, nx=only_if_absent)
+        except redis.RedisError as exc:
+            raise SinkError(f"Redis did not take the epoch of {self._view.qualified_name}: {exc}") from exc
+        if done:
+            self._armed = [self._epoch]
+        return bool(done)
 
     def count_late(self, count: int) -> int:
         """Add to the view's running total of late events; return the new total."""

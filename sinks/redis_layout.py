@@ -12,6 +12,38 @@
   the window end (epoch s) at which their precomputed values change next.
 - ``<prefix>:<view>:v<version>:late_events`` counts source events that
   arrived after their tile had closed (at-least-once: a restart may recount).
+- ``<prefix>:<view>:v<version>:epoch`` says whether this Redis holds the
+  view's online horizon completely (the contract below).
+
+The epoch: a lost Redis is never served as a partial one.
+
+Redis is a cache of Iceberg's horizon. A FLUSHALL, an eviction of the view's
+keys, or a new empty Redis leaves it partial, and nothing in it can tell that
+apart from a first run: only a writer that has seen the view's data can.
+
+1. ``epoch`` = ``<epoch ms> <origin>`` means "complete". Only two writers set
+   it: the job, when it starts a view with no offline progress (origin
+   ``fresh``), and ``parity repair-online`` (``sinks.repair``), last, after it
+   has rebuilt the horizon from Iceberg (``repair``). The job runs that same
+   repair before it starts when the key is absent or ``lost`` and Iceberg has
+   progress, so every sink of a job opens on a complete Redis.
+2. A sink that found the key when it opened is *armed*: when its tile or
+   completeness script finds the key absent, the script sets it to ``lost``,
+   atomically with the write. The write still happens, so the job keeps
+   running: its tiles are whole tiles, and repair later only adds the older
+   ones. A sink that opened without the key (a test, a bench) marks nothing.
+3. Reads fetch the key in the same MGET as the completeness watermark. The
+   view's values are defaults with status ``error`` (reason ``store_lost``)
+   while it is ``lost``, and while it is absent once the reading process has
+   seen it: that covers a flushed Redis before the job's next write too.
+4. Repair takes ``lost`` back to complete; re-running it changes nothing.
+
+Not detected, as a key absent since before anyone saw it looks like a first
+run: keys evicted one by one while the epoch stays (run Redis with
+``maxmemory-policy noeviction``); a lost Redis read by a process started after
+the loss, until the job's next write marks it; a Redis replaced under a
+running job whose sinks Flink reopens before any write (they open unarmed).
+Restart the job after replacing Redis: its start repairs it.
 """
 
 from __future__ import annotations
@@ -41,6 +73,14 @@ def due_key(prefix: str, view: FeatureView) -> str:
 
 def late_events_key(prefix: str, view: FeatureView) -> str:
     return f"{prefix}:{view.name}:v{view.version}:late_events"
+
+
+def epoch_key(prefix: str, view: FeatureView) -> str:
+    return f"{prefix}:{view.name}:v{view.version}:epoch"
+
+
+# The epoch key's value once an armed sink found it gone.
+EPOCH_LOST = "lost"
 
 
 def encode_tile(row: TileRow) -> tuple[str, str]:

@@ -41,6 +41,7 @@ coverage ends within the next tile period.
 from __future__ import annotations
 
 from features.definition import AggKind, FeatureView, duration_label
+from sinks.redis_layout import EPOCH_LOST
 
 # "No change ahead" (year 10000): no tile left to enter or leave a window.
 NEVER_S = 253_402_300_800
@@ -215,8 +216,9 @@ return out
 """
 )
 
-# KEYS[1]: the entity's tile hash; KEYS[2]: its window key; KEYS[3]: the view's due set.
-# ARGV[1]: prune tiles starting before this (epoch s); ARGV[2]: recompute the
+# KEYS[1]: the entity's tile hash; KEYS[2]: its window key; KEYS[3]: the view's due set;
+# KEYS[4], only from an armed sink: the view's epoch key, set to 'lost' when absent
+# (see sinks.redis_layout). ARGV[1]: prune tiles starting before this (epoch s); ARGV[2]: recompute the
 # window values for this end (epoch s), or '' to mark them out of date;
 # ARGV[3]: the entity; ARGV[4..]: layout_args(), then field, value pairs of
 # tiles (a value starts with its event count: the tile's version).
@@ -225,6 +227,9 @@ SET_TILES_SCRIPT = (
     _LIB
     + """
 local c = layout(4)
+if KEYS[4] ~= nil and call('EXISTS', KEYS[4]) == 0 then
+  call('SET', KEYS[4], '@LOST@')
+end
 local applied = 0
 for i = c.after, #ARGV, 2 do
   local version = tonum(string.match(ARGV[i + 1], '^[^|]*'))
@@ -244,7 +249,7 @@ end
 store(c, KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[2])
 return applied
 """
-)
+).replace("@LOST@", EPOCH_LOST)
 
 # KEYS[1]: the view's due set. ARGV[1]: window end (epoch s); ARGV[2]: take the
 # entities whose values are covered up to this end or less; ARGV[3]: at most this
