@@ -86,6 +86,16 @@ def table_environment(view: FeatureView, flink: FlinkJobConfig, *, streaming: bo
         conf.set("execution.checkpointing.savepoint-dir", (checkpoints / "savepoints").as_uri())
         conf.set("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
         conf.set("execution.checkpointing.mode", "EXACTLY_ONCE")
+        # A failure restarts from the newest checkpoint after 1 s, doubling to 1 min while
+        # failures continue (the Redis sink has already retried for PARITY_REDIS_WRITE_RETRY_S);
+        # after 20 restarts with less than 10 min of running between them, it fails for good.
+        conf.set("restart-strategy.type", "exponential-delay")
+        conf.set("restart-strategy.exponential-delay.initial-backoff", "1 s")
+        conf.set("restart-strategy.exponential-delay.max-backoff", "1 min")
+        conf.set("restart-strategy.exponential-delay.backoff-multiplier", "2.0")
+        conf.set("restart-strategy.exponential-delay.reset-backoff-threshold", "10 min")
+        conf.set("restart-strategy.exponential-delay.jitter-factor", "0.1")
+        conf.set("restart-strategy.exponential-delay.attempts-before-reset-backoff", "20")
     return env
 
 

@@ -48,6 +48,9 @@ class RedisConfig(BaseSettings):
     password: SecretStr | None = None
     key_prefix: str = "parity"
     socket_timeout_s: float = Field(default=0.5, gt=0)
+    # How long the job's writes retry an unreachable or slow Redis (backoff 0.1 s
+    # doubling to 2 s) before failing the job; 0 fails on the first error.
+    write_retry_s: float = Field(default=30.0, ge=0)
 
 
 class IcebergConfig(BaseSettings):

@@ -6,6 +6,11 @@ acknowledged it. Flink finishes every in-flight Python bundle before a
 checkpoint, so once a checkpoint completes, every tile before it is in Redis:
 at-least-once, and idempotent by RedisTileSink's version guard.
 
+A write that finds Redis unreachable or slow is retried, whole, with bounded
+backoff (``sinks.retry``, for up to ``RedisConfig.write_retry_s``), so a
+short outage only delays the batch; past that the job fails and restarts
+from its checkpoint. Each function says why its write may be repeated.
+
 This is the only module of sinks/ that imports PyFlink.
 """
 
@@ -13,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
+import redis
 from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
@@ -25,8 +32,11 @@ from parity.config import RedisConfig
 from parity.errors import SinkError
 from sinks.base import TileRow
 from sinks.redis import RedisTileSink
+from sinks.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class _RedisFunction(ScalarFunction):  # type: ignore[misc]
@@ -39,11 +49,32 @@ class _RedisFunction(ScalarFunction):  # type: ignore[misc]
 
     def open(self, function_context: FunctionContext) -> None:
         self._view = get_view(self._view_name)
-        self._sink = RedisTileSink(self._view, RedisConfig(**self._redis_settings))
+        cfg = RedisConfig(**self._redis_settings)
+        self._backoff = Backoff(budget_s=cfg.write_retry_s)
+        self._sink = RedisTileSink(self._view, cfg)
         self._sink.open()
         self._metrics = function_context.get_metric_group().add_group(
             "parity_view", self._view.qualified_name
         )
+        # Retries mean Redis is unreachable or slow right now; errors mean the retries ran
+        # out and the job fails.
+        self._retries = self._metrics.counter("redis_write_retries")
+        self._errors = self._metrics.counter("redis_write_errors")
+
+    def _write(self, write: Callable[[RedisTileSink], T], what: str) -> T:
+        """Run one idempotent write, retried through a short outage."""
+        sink = self._require_sink()
+        try:
+            return retrying(
+                lambda: write(sink),
+                self._backoff,
+                what=f"{self._view.qualified_name}: {what}",
+                on_retry=self._retries.inc,
+            )
+        except SinkError:
+            # The job fails and restarts from its last checkpoint; the rows are written again.
+            self._errors.inc()
+            raise
 
     def close(self) -> None:
         if self._sink is not None:
@@ -63,7 +94,6 @@ class RedisTiles(_RedisFunction):
         self._applied = self._metrics.counter("redis_tiles_applied")
         self._refused = self._metrics.counter("redis_tiles_refused_stale")
         self._batches = self._metrics.counter("redis_batches")
-        self._errors = self._metrics.counter("redis_write_errors")
         self._write_ms = self._metrics.distribution("redis_write_ms")
 
     def eval(
@@ -82,12 +112,10 @@ class RedisTiles(_RedisFunction):
             for i in range(len(entity))
         ]
         began = time.monotonic()
-        try:
-            result = self._require_sink().write(rows)
-        except SinkError:
-            # The job fails and restarts from its last checkpoint; the tiles are written again.
-            self._errors.inc()
-            raise
+        # Safe to repeat: a tile is set, never incremented, and one with as many events
+        # as the stored one is the same tile (the guard refuses only fewer). The window
+        # values are recomputed from the tiles.
+        result = self._write(lambda sink: sink.write(rows), f"{len(rows)} tiles")
         self._write_ms.update(int((time.monotonic() - began) * 1000))
         self._applied.inc(result.applied)
         self._refused.inc(result.refused_stale)
@@ -101,32 +129,43 @@ class RedisCompleteness(_RedisFunction):
 
     def open(self, function_context: FunctionContext) -> None:
         super().open(function_context)
+        # Start from the stored watermark, so a restart does not report a lag of 0 until
+        # the next tile period closes.
+        self._newest_ms = self._write(_stored_completeness, "reading the completeness watermark")
         # How far the view's completeness lags the wall clock: a stalled or lagging job.
-        self._lag_ms = 0
-        self._metrics.gauge("completeness_lag_ms", lambda: self._lag_ms)
+        self._metrics.gauge("completeness_lag_ms", self._lag_ms)
         # Entities whose precomputed window values were merged again as their windows moved.
         self._refreshed = self._metrics.counter("redis_windows_refreshed")
 
     def eval(self, tile_end_ms: pd.Series) -> pd.Series:
         if len(tile_end_ms):
             newest = int(tile_end_ms.max())
-            self._refreshed.inc(self._require_sink().advance_completeness(newest))
-            self._lag_ms = max(0, int(time.time() * 1000) - newest)
+            # Safe to repeat: the watermark only moves forward, and a refresh recomputes
+            # window values from the tiles.
+            self._refreshed.inc(self._write(lambda sink: sink.advance_completeness(newest), "completeness"))
+            self._newest_ms = newest if self._newest_ms is None else max(newest, self._newest_ms)
         return tile_end_ms
+
+    def _lag_ms(self) -> int:
+        if self._newest_ms is None:
+            return 0
+        return max(0, int(time.time() * 1000) - self._newest_ms)
 
 
 class LateEvents(_RedisFunction):
     """eval(event_time_s) for rows whose tile had closed: count them, log them, keep a total in Redis.
 
-    The Redis total is at-least-once (a restart may count a row twice); the
-    Flink counter restarts from zero with the job.
+    The Redis total is at-least-once: an INCRBY is not idempotent, so a restart
+    from a checkpoint, or a retry after a timeout that Redis had in fact
+    executed, may count rows twice. It is an operator's signal, not a feature
+    value. The Flink counter restarts from zero with the job.
     """
 
     def eval(self, event_time_s: pd.Series) -> pd.Series:
         count = len(event_time_s)
         if count:
             self._late.inc(count)
-            total = self._require_sink().count_late(count)
+            total = self._write(lambda sink: sink.count_late(count), "late-event count")
             oldest = datetime.fromtimestamp(int(event_time_s.min()), tz=UTC).isoformat()
             log.warning(
                 "%s: %d late events dropped from streaming tiles (oldest %s; %d so far); "
@@ -141,6 +180,13 @@ class LateEvents(_RedisFunction):
     def open(self, function_context: FunctionContext) -> None:
         super().open(function_context)
         self._late = self._metrics.counter("late_events")
+
+
+def _stored_completeness(sink: RedisTileSink) -> int | None:
+    try:
+        return sink.completeness_ms()
+    except redis.RedisError as exc:
+        raise SinkError(f"Redis did not answer for the completeness watermark: {exc}") from exc
 
 
 def _value(raw: Any, is_int: bool) -> int | float | None:

@@ -1,0 +1,186 @@
+"""A Redis that answers slowly, or not at all, while the job runs: the job rides it out.
+
+The job reaches Redis through a TCP proxy in this process, which can delay
+every reply past the socket timeout or drop every connection. Events flow
+during the fault, so tiles close and completeness advances while Redis is
+unusable. Afterwards the job has not restarted (Flink's restart count for it is
+0), its sink has retried, and both stores equal the reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from features.user_stats import view as user_stats
+from parity import jobctl
+from parity.config import RedisConfig
+from serving.online import OnlineStore
+from stack.config import StackConfig
+from tests.chaos.test_continuity import START, _check_stores, _events, _send
+from tests.integration import reference
+from tests.integration.conftest import Isolated, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class _Proxy:
+    """Forwards TCP connections to Redis; can delay every reply, or drop every connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.delay_s = 0.0
+        self._down = False
+        self._target = (host, port)
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        """Drop every open connection, and every new one, until ``restore``."""
+        self._down = True
+        self._drop_all()
+
+    def restore(self) -> None:
+        self._down = False
+        self.delay_s = 0.0
+
+    def close(self) -> None:
+        self._server.close()
+        self._drop_all()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            if self._down:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if replies and self.delay_s:
+                    time.sleep(self.delay_s)
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            _drop(source)
+            _drop(sink)
+
+    def _drop_all(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            _drop(s)
+
+
+def _drop(s: socket.socket) -> None:
+    # shutdown, not just close: it wakes the thread blocked in recv on it.
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
+    s.close()
+
+
+@pytest.fixture
+def proxy() -> Iterator[_Proxy]:
+    cfg = RedisConfig()
+    p = _Proxy(cfg.host, cfg.port)
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "seconds"),
+    [("slow", 10), ("down", 20)],
+    ids=["replies-slower-than-the-socket-timeout", "connections-dropped"],
+)
+def test_the_job_rides_out_a_redis_fault_without_restarting(isolated, proxy, fault, seconds):
+    events = _events(11, START, 30, 3000)
+    half = len(events) // 2
+    _send(events[:half], isolated.topic)
+    cmd = jobctl.stream_command(
+        "user_stats",
+        bounded=False,
+        drain=True,
+        group_id=f"it-{isolated.suffix}-user_stats",
+        topic=isolated.topic,
+    )
+    job = jobctl.start_local(cmd, isolated.log, env=isolated.env() | {"PARITY_REDIS_PORT": str(proxy.port)})
+    isolated.jobs.append(job)
+    job_id = wait_for(lambda: _job_id(isolated), timeout=300, what="the job to start")
+    wait_for(lambda: _completeness(isolated), timeout=300, what="the first completeness in Redis")
+
+    # The rest of the events arrive while Redis is unusable: tiles close, completeness advances.
+    if fault == "slow":
+        proxy.delay_s = 2 * RedisConfig().socket_timeout_s
+    else:
+        proxy.cut()
+    _send(events[half:], isolated.topic)
+    time.sleep(seconds)
+    proxy.restore()
+    assert job.poll() is None, f"the job exited during the fault:\n{isolated.log_tail()}"
+
+    last_event = max(reference.ms(e["event_time"]) for e in events)
+    target = last_event - last_event % reference.HOUR_MS - reference.HOUR_MS
+    wait_for(lambda: (_completeness(isolated) or 0) >= target, timeout=180, what="the job to catch up")
+    # A Python function's metrics reach Flink when its bundle ends, so after the fault.
+    retries = _job_metric(job_id, "flink_taskmanager_job_task_operator_parity_view_redis_write_retries")
+    assert retries, "the sink never retried: the fault did not reach the job"
+    assert _job_metric(job_id, "flink_jobmanager_job_numRestarts") == 0, isolated.log_tail()
+    job.send_signal(signal.SIGTERM)  # reads to the topic's end, then stops with a savepoint
+    isolated.wait(job, timeout=180)
+    _check_stores(isolated, events)
+
+
+def _job_id(iso: Isolated) -> str | None:
+    found = re.search(r"^parity: job ([0-9a-f]{32}) running", iso.log.read_text(errors="replace"), re.M)
+    return found.group(1) if found else None
+
+
+def _completeness(iso: Isolated) -> int | None:
+    store = OnlineStore(iso.redis)  # Redis itself, not the proxy
+    try:
+        return store.completeness(user_stats)
+    finally:
+        store.close()
+
+
+def _job_metric(job_id: str, name: str) -> float | None:
+    """The sum of one metric of this job over the local job reporters' ports (None if none has it)."""
+    first, last = StackConfig().job_metrics_ports
+    values = []
+    for port in range(first, last + 1):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        values += [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + "{") and f'job_id="{job_id}"' in line
+        ]
+    return sum(values) if values else None
