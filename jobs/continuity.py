@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.table import Table
 
 from features.definition import FeatureView
 from parity.config import IcebergConfig, RedisConfig
@@ -183,30 +184,10 @@ def read_progress(view: FeatureView, iceberg_cfg: IcebergConfig, redis_cfg: Redi
     until: dict[int, int] = {}
     progress_id = f"{iceberg_cfg.namespace}.{iceberg.progress_table(view)}"
     if catalog.table_exists(progress_id):
-        ends = catalog.load_table(progress_id).scan(selected_fields=("tile_end",)).to_arrow().column(0)
-        offline = _max_ms(ends)
+        offline = iceberg.completeness_ms(catalog.load_table(progress_id))
     raw_id = f"{iceberg_cfg.namespace}.{iceberg.raw_table(view)}"
     if catalog.table_exists(raw_id):
-        field = view.source.event_time_field
-        since = datetime.fromtimestamp((offline or 0) / 1000, tz=UTC).isoformat()
-        times = (
-            catalog.load_table(raw_id)
-            .scan(row_filter=f"{field} >= '{since}'", selected_fields=(field,))
-            .to_arrow()
-            .column(0)
-        )
-        oldest, newest = _min_ms(times), _max_ms(times)
-        if oldest is not None and newest is not None:
-            archived = (oldest, newest)
-        positions = catalog.load_table(raw_id).scan(selected_fields=("kafka_partition", "kafka_offset"))
-        grouped = positions.to_arrow().group_by("kafka_partition").aggregate([("kafka_offset", "max")])
-        until = dict(
-            zip(
-                grouped["kafka_partition"].to_pylist(),
-                [o + 1 for o in grouped["kafka_offset_max"].to_pylist()],
-                strict=True,
-            )
-        )
+        archived, until = _archived(catalog.load_table(raw_id), view.source.event_time_field, offline or 0)
     client = connect(redis_cfg)
     try:
         online_raw = client.get(completeness_key(redis_cfg.key_prefix, view))
@@ -216,15 +197,14 @@ def read_progress(view: FeatureView, iceberg_cfg: IcebergConfig, redis_cfg: Redi
     return StoredProgress(offline, online, archived, until)
 
 
-def _as_ms(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    return column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
-
-
-def _max_ms(column: pa.ChunkedArray) -> int | None:
-    value = pc.max(_as_ms(column)).as_py() if len(column) else None
-    return int(value) if value is not None else None
-
-
-def _min_ms(column: pa.ChunkedArray) -> int | None:
-    value = pc.min(_as_ms(column)).as_py() if len(column) else None
-    return int(value) if value is not None else None
+def _archived(raw: Table, field: str, since_ms: int) -> tuple[tuple[int, int] | None, dict[int, int]]:
+    """(oldest, newest) event time archived at or after since_ms, and each partition's next offset."""
+    since = datetime.fromtimestamp(since_ms / 1000, tz=UTC).isoformat()
+    times = raw.scan(row_filter=f"{field} >= '{since}'", selected_fields=(field,)).to_arrow().column(0)
+    bounds = pc.min_max(times.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())).as_py()
+    span = (bounds["min"], bounds["max"]) if bounds["min"] is not None else None
+    positions = raw.scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
+    newest = positions.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
+    partitions, offsets = newest["kafka_partition"].to_pylist(), newest["kafka_offset_max"].to_pylist()
+    until = {p: o + 1 for p, o in zip(partitions, offsets, strict=True)}
+    return span, until

@@ -30,7 +30,6 @@ Stop the view's job first: a running job writes its state again.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -241,9 +240,9 @@ class ViewReset:
         ]
         if iceberg.raw_table(view) in present:
             state.raw_table = f"{namespace}.{iceberg.raw_table(view)}"
-        # replay.backfill names them <view>_v<version>_replay_<run id>_tiles|_progress.
-        staging = re.compile(rf"{re.escape(view.qualified_name)}_replay_[0-9a-f]+_(tiles|progress)")
-        state.staging_tables = [f"{namespace}.{name}" for name in sorted(present) if staging.fullmatch(name)]
+        state.staging_tables = [
+            f"{namespace}.{name}" for name in sorted(present) if iceberg.is_staging_table(view, name)
+        ]
 
     def _admin(self) -> AdminClient:
         # Quiet: an unreachable broker becomes one error line instead of librdkafka's log lines.

@@ -1,23 +1,33 @@
 """Replaying a time range: recompute its tiles with the compiled pipeline, then swap them in.
 
 Protocol of one replay of [start, end):
-1. check the range (non-empty, aligned to the view's tile) and that the
-   source holds events in it;
-2. run ``replay.job`` (Flink batch, same compiled tile query) into two fresh
+1. check the range: non-empty, aligned to the view's tile, and closed (it ends
+   at or before the offline completeness watermark; a period still open would
+   be staged partial, and the stream would later add a second row for it);
+   and that the source holds events in it;
+2. drop the staging tables that killed replays of the view left behind;
+3. run ``replay.job`` (Flink batch, same compiled tile query) into two fresh
    staging tables, so a failure leaves the view's tables untouched;
-3. compare the staged tiles with the tiles the offline table holds in the
+4. compare the staged tiles with the tiles the offline table holds in the
    range, and report rows to delete and to add (``dry_run`` stops here);
-4. replace exactly the range in the tiles table in one Iceberg commit (its
-   snapshot summary records view, version, range, source and row counts), and
-   the range's progress rows the same way;
-5. with ``to_online``, set the replayed tiles that are still inside the
+5. replace exactly the range in the tiles table in ONE Iceberg commit (its
+   snapshot summary records view, version, range, source and row counts). A
+   reader sees all of the range before or all of it after. The progress table
+   is left as the stream wrote it: the range was closed before and stays
+   closed, so its periods, which are all readers take from it, are the same.
+   A concurrent commit of the streaming job (tiles of later, open periods,
+   never of this closed range) makes the commit conflict; it is retried on
+   the new table state;
+6. with ``to_online``, set the replayed tiles that are still inside the
    online horizon in Redis, under the sink's usual version guard;
-6. drop the staging tables.
+7. drop the staging tables.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +37,7 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 from opentelemetry import trace
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.table import Table
@@ -42,6 +53,11 @@ from sinks.base import TileRow
 from sinks.redis import RedisTileSink
 
 Say = Callable[[str], None]
+
+# Table property naming the process that made a staging table, as <host>:<pid>.
+OWNER = "parity.replay-owner"
+# Commits of the tiles table tried before a replay gives up to a busy streaming job.
+COMMIT_ATTEMPTS = 5
 
 
 @dataclass
@@ -149,6 +165,7 @@ def _replay(
     start_ms, end_ms = check_range(view, start, end)
     cfg = IcebergConfig()
     tiles_table, progress_table = iceberg.ensure_tables(cfg, view)
+    _check_closed(view, progress_table, end_ms)
     summary = ReplaySummary(view.qualified_name, start, end, source, dry_run=dry_run)
     if source == "iceberg":
         raw = iceberg.open_catalog(cfg).load_table(f"{cfg.namespace}.{iceberg.raw_table(view)}")
@@ -165,19 +182,25 @@ def _replay(
             )
 
     catalog = iceberg.open_catalog(cfg)
+    for name in _sweep(catalog, cfg.namespace, view):
+        say(f"dropped {name}, left behind by a replay that did not finish")
     run_id = uuid.uuid4().hex[:8]
-    staging_tiles = f"{view.qualified_name}_replay_{run_id}_tiles"
-    staging_progress = f"{view.qualified_name}_replay_{run_id}_progress"
+    staging_tiles = iceberg.staging_table(view, run_id, "tiles")
+    staging_progress = iceberg.staging_table(view, run_id, "progress")
     for name, schema in (
         (staging_tiles, iceberg.tiles_schema(view)),
         (staging_progress, iceberg.progress_schema()),
     ):
-        catalog.create_table(f"{cfg.namespace}.{name}", schema=schema, partition_spec=PartitionSpec())
+        catalog.create_table(
+            f"{cfg.namespace}.{name}",
+            schema=schema,
+            partition_spec=PartitionSpec(),
+            properties={OWNER: _owner()},
+        )
     try:
         say(f"running the {view.name} tile pipeline in Flink batch mode ({source}) ...")
         _run_job(view, source, start_ms, end_ms, staging_tiles, staging_progress, run_id, topic, job_env)
         staged = catalog.load_table(f"{cfg.namespace}.{staging_tiles}").scan().to_arrow()
-        staged_progress = catalog.load_table(f"{cfg.namespace}.{staging_progress}").scan().to_arrow()
         if source == "kafka":
             summary.events_read = int(pa.compute.sum(staged.column("events")).as_py() or 0)
             if summary.events_read == 0:
@@ -187,7 +210,7 @@ def _replay(
         say(f"staged {staged.num_rows} tiles")
         _compare(view, tiles_table, staged, start, end, summary)
         if not dry_run:
-            summary.snapshot_id = _swap(tiles_table, staged, progress_table, staged_progress, view, summary)
+            summary.snapshot_id = _swap(tiles_table, staged, view, summary)
             say(f"committed Iceberg snapshot {summary.snapshot_id}")
             if to_online:
                 summary.online_written = _to_online(view, staged)
@@ -238,14 +261,8 @@ def _compare(
     s.tiles_added, s.tiles_removed, s.tiles_changed = diff.added, diff.removed, diff.changed
 
 
-def _swap(
-    tiles: Table,
-    staged: pa.Table,
-    progress: Table,
-    staged_progress: pa.Table,
-    view: FeatureView,
-    s: ReplaySummary,
-) -> int | None:
+def _swap(tiles: Table, staged: pa.Table, view: FeatureView, s: ReplaySummary) -> int | None:
+    """Replace the range's tiles in one commit, retried on a conflicting concurrent commit."""
     properties = {
         "parity.operation": "replay",
         "parity.view": view.name,
@@ -257,18 +274,66 @@ def _swap(
         "parity.tiles-deleted": str(s.tiles_before),
         "parity.tiles-added": str(s.tiles_after),
     }
-    tiles.overwrite(
-        staged.cast(tiles.schema().as_arrow()),
-        overwrite_filter=_range("tile_start", s.start, s.end),
-        snapshot_properties=properties,
-    )
-    progress.overwrite(
-        staged_progress.cast(progress.schema().as_arrow()),
-        overwrite_filter=_range("tile_start", s.start, s.end),
-        snapshot_properties=properties,
-    )
+    rows = staged.cast(tiles.schema().as_arrow())
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            in_range = _range("tile_start", s.start, s.end)
+            tiles.overwrite(rows, overwrite_filter=in_range, snapshot_properties=properties)
+            break
+        except CommitFailedException:
+            # The stream committed in between (tiles of open periods only): redo ours on top.
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            s.notes.append("the streaming job committed meanwhile; the replay's commit was redone on top")
+            tiles.refresh()
     snapshot = tiles.current_snapshot()
     return snapshot.snapshot_id if snapshot else None
+
+
+def _check_closed(view: FeatureView, progress: Table, end_ms: int) -> None:
+    """An InputError unless [.., end) is closed: at or before the offline completeness watermark."""
+    closed = iceberg.completeness_ms(progress)
+    if closed is None or end_ms > closed:
+        last = "none yet" if closed is None else from_ms(closed).isoformat()
+        raise InputError(
+            f"--end {from_ms(end_ms).isoformat()} is past what {view.qualified_name} has closed; the last "
+            f"replayable end is {last}. A period still open would be staged partial, and the "
+            "streaming job would later write a second row for it."
+        )
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _sweep(catalog: Catalog, namespace: str, view: FeatureView) -> list[str]:
+    """Drop staging tables of the view whose replay is dead: started on this host by a process
+    that no longer runs, or without an owner. Another host's runs are left to that host."""
+    host = socket.gethostname()
+    dropped = []
+    for identifier in catalog.list_tables(namespace):
+        name = identifier[-1]
+        if not iceberg.is_staging_table(view, name):
+            continue
+        full = f"{namespace}.{name}"
+        owner = catalog.load_table(full).properties.get(OWNER, "")
+        owner_host, _, pid = owner.rpartition(":")
+        if owner and (owner_host != host or _alive(int(pid))):
+            continue
+        with contextlib.suppress(NoSuchTableError):
+            _purge(catalog, full)
+            dropped.append(full)
+    return dropped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _to_online(view: FeatureView, staged: pa.Table) -> int:

@@ -20,8 +20,11 @@ Tables, in the configured namespace:
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
@@ -60,6 +63,24 @@ def progress_table(view: FeatureView) -> str:
 
 def raw_table(view: FeatureView) -> str:
     return f"{view.qualified_name}_raw"
+
+
+def staging_table(view: FeatureView, run_id: str, kind: str) -> str:
+    """A replay run's staging table (``kind`` is tiles or progress), in the view's namespace."""
+    return f"{view.qualified_name}_replay_{run_id}_{kind}"
+
+
+def is_staging_table(view: FeatureView, name: str) -> bool:
+    """Whether a table name is a staging table of some replay run of the view."""
+    pattern = rf"{re.escape(view.qualified_name)}_replay_[0-9a-f]+_(tiles|progress)"
+    return re.fullmatch(pattern, name) is not None
+
+
+def completeness_ms(progress: Table) -> int | None:
+    """The offline completeness watermark: the newest closed period's end in the progress table."""
+    ends = progress.scan(selected_fields=("tile_end",)).to_arrow().column(0)
+    newest = pc.max(ends.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())).as_py() if len(ends) else None
+    return int(newest) if newest is not None else None
 
 
 def open_catalog(cfg: IcebergConfig) -> Catalog:

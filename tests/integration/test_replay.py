@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import signal
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -144,8 +145,7 @@ def test_stream_and_replay_agree_with_the_reference_and_replay_corrects_late_dat
             assert_same(offline_rows(view), reference_tiles(on_time, key, tile_ms, aggs), f"{name} streaming")
             assert late_count(store, isolated, name) == len(late)
 
-            start = START
-            end = START + timedelta(days=DAYS + 1)
+            start, end = START, closed_until(view)
             summary = replay(view, start, end, source="iceberg", say=lambda _: None)
             assert summary.events_read == len(events)
             touched = {(e[key], reference.ms(e["event_time"]) // tile_ms * tile_ms) for e in late}
@@ -182,7 +182,7 @@ def table_rows(view) -> list[dict]:
 
 
 def test_replay_is_idempotent_and_touches_only_its_range(isolated, streamed):
-    start, end = START, START + timedelta(days=DAYS + 1)
+    start, end = START, closed_until(user_stats)
     replay(user_stats, start, end, say=lambda _: None)
     first = table_rows(user_stats)
     replay(user_stats, start, end, say=lambda _: None)
@@ -210,6 +210,20 @@ def test_dry_run_writes_nothing_and_bad_ranges_are_refused(isolated, streamed):
         replay(ad_stats, START, START, say=lambda _: None)
     with pytest.raises(InputError, match="no events"):
         replay(ad_stats, START - timedelta(days=30), START - timedelta(days=29), say=lambda _: None)
+    # A range past the completeness watermark would stage the open period partial.
+    closed = closed_until(ad_stats)
+    with pytest.raises(InputError, match=re.escape(f"last replayable end is {closed.isoformat()}")):
+        replay(ad_stats, START, closed + timedelta(days=1), say=lambda _: None)
+    assert table_rows(ad_stats) == before
+
+
+def closed_until(view) -> datetime:
+    """The view's offline completeness watermark: the end of the newest replayable range."""
+    cfg = IcebergConfig()
+    progress = iceberg.open_catalog(cfg).load_table(f"{cfg.namespace}.{iceberg.progress_table(view)}")
+    closed = iceberg.completeness_ms(progress)
+    assert closed is not None
+    return from_ms(closed)
 
 
 NEW_VIEW = """
@@ -248,7 +262,7 @@ def test_a_new_view_from_one_file_streams_and_replays(isolated, monkeypatch):
         clicks = [lambda e: e["event_type"] == "click"]
         expected = reference_tiles(events, "country", 7_200_000, clicks)
         assert_same(offline_rows(view), expected, "new view streaming")
-        replay(view, START, START + timedelta(days=1, hours=2), say=lambda _: None)
+        replay(view, START, closed_until(view), say=lambda _: None)
         assert_same(offline_rows(view), expected, "new view replay")
     finally:
         path.unlink()
