@@ -353,7 +353,8 @@ def _add_features(sub: _Subparsers) -> None:
         "features",
         help="read feature values online (Redis) or offline (Iceberg) and print JSON",
         description="Read features for entities. Values come with a status: present, missing "
-        "(default served), stale or error.",
+        "(default served), stale, error, or beyond_horizon (default served: the window reaches "
+        "before the tiles Redis keeps; read it with --offline).",
     )
     p.add_argument("features", nargs="+", help="<view>:<feature>, e.g. user_stats:click_rate_7d")
     p.add_argument(
@@ -381,6 +382,7 @@ def _parse_time(text: str) -> datetime:
 
 def _cmd_features(args: argparse.Namespace) -> int:
     from parity.errors import InputError
+    from serving.assembly import Status
     from serving.offline import load_tiles
     from serving.online import OnlineStore, entity_of, parse_refs
 
@@ -421,6 +423,11 @@ def _cmd_features(args: argparse.Namespace) -> int:
         for row, result in zip(rows, results, strict=True)
     ]
     print(json.dumps(payload, indent=2))
+    if any(v.status is Status.BEYOND_HORIZON for result in results for v in result.values()):
+        print(
+            "beyond_horizon: Redis no longer holds the tiles these windows need; read them with --offline",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -33,6 +33,10 @@ class Status(Enum):
     MISSING = "missing"  # no data for the window: the default is served
     STALE = "stale"  # the view's tiles are older than its max staleness
     ERROR = "error"  # the store could not be read: the default is served
+    # Online only: the window reaches before the tiles Redis still holds for the entity (pruned
+    # there, kept in Iceberg). The default is served; read offline (`parity features --offline`,
+    # `get_historical_features`) for the value. ``assemble`` never returns it.
+    BEYOND_HORIZON = "beyond_horizon"
 
 
 @dataclass(frozen=True)

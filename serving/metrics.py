@@ -44,7 +44,8 @@ class ServingMetrics:
         )
         self.defaults = Counter(
             "feature_defaults_served_total",
-            "Feature values served as their default, by view and reason (missing, stale, error).",
+            "Feature values served as their default, by view and reason (missing, stale, error, "
+            "beyond_horizon).",
             ["view", "reason"],
             registry=registry,
         )

@@ -16,9 +16,15 @@ Read path, per request:
    ``as_of``, or values that decayed and await the job's refresh) take a
    second round trip: a Lua script merges their tiles inside Redis with the
    same function the job used to precompute, in chunks of ``CHUNK`` entities
-   so no call holds Redis for long.
+   so no call holds Redis for long. It also returns the entity's pruned mark.
 5. ``assembly.finish`` applies defaults, staleness and derived features: the
    same function offline reads and ``assemble`` use.
+6. An entity whose read window reaches back to its pruned mark (Redis deleted
+   tiles that window needs; Iceberg keeps them) gets defaults with status
+   ``beyond_horizon`` for the view, never an undercount. Only merged reads can
+   reach it: stored values never cover such an end (``sinks.redis_windows``).
+   The rule looks at the view's longest window, so a shorter window that lost
+   nothing is flagged too: conservative, never wrong.
 
 Redis slow or down: every socket operation is bounded by
 ``PARITY_SERVING_TIMEOUT_S`` and redis-py's own retries are off, so a read
@@ -147,6 +153,7 @@ class _ViewPlan:
     layout: tuple[str | int, ...]
     slot_names: tuple[str, ...]  # window-major, aggregation-minor, as the merge returns them
     integer: tuple[bool, ...]
+    longest_s: int  # the view's longest window, seconds: the pruned-mark comparison
     key_head: str  # the tile hash key without the entity
     window_head: str  # the window key without the entity
     completeness_key: str
@@ -160,6 +167,7 @@ class _ViewPlan:
             layout_args(view),
             slot_names(view),
             integer,
+            int(view.longest_window.total_seconds()),
             entity_key(prefix, view, ""),
             window_key(prefix, view, ""),
             completeness_key(prefix, view),
@@ -183,6 +191,7 @@ class _ViewReply(NamedTuple):
     slots: list[Sequence[bytes | None]]  # per entity
     merged: list[int]  # indexes of the entities merged at read time
     lost: str | None  # why the view's values cannot be trusted (an error reason), or None
+    beyond: list[int]  # indexes of the entities whose window reaches before their pruned tiles
 
 
 def connect(cfg: RedisConfig, timeout_s: float) -> redis.Redis:
@@ -406,7 +415,7 @@ class OnlineStore:
             if epoch is not None and epoch != _LOST:
                 self._seen_epoch.add(name)
             elif epoch == _LOST or name in self._seen_epoch:
-                result[name] = _ViewReply(None, [], [], "store_lost")
+                result[name] = _ViewReply(None, [], [], "store_lost", [])
                 continue
             end_s = window_end_ms(plan.view, when_ms) // 1000
             width = len(plan.slot_names)
@@ -433,14 +442,19 @@ class OnlineStore:
                     (name, end_s, [plan.completeness_key] + [plan.key_head + names[i] for i in chunk], chunk)
                 )
             completeness = int(raw_completeness) if raw_completeness is not None else None
-            result[name] = _ViewReply(completeness, slots, to_merge, None)
+            result[name] = _ViewReply(completeness, slots, to_merge, None, [])
         if merges:
             calls = [(script_keys, [end, *plans[view].layout]) for view, end, script_keys, _ in merges]
             merged = self._run(calls)
-            for (name, _, _, chunk), reply in zip(merges, merged, strict=True):
-                view_slots = result[name][1]
-                for index, entity_slots in zip(chunk, reply[1:], strict=True):
-                    view_slots[index] = entity_slots
+            for (name, end_s, _, chunk), reply in zip(merges, merged, strict=True):
+                view_slots, beyond = result[name].slots, result[name].beyond
+                # Windows starting at or before the newest pruned tile may lack pruned tiles.
+                reach = end_s - plans[name].longest_s
+                for index, entity_reply in zip(chunk, reply[1:], strict=True):
+                    view_slots[index] = entity_reply[:-1]
+                    pruned = entity_reply[-1]
+                    if pruned and reach <= int(pruned):
+                        beyond.append(index)
         return result
 
     def _run(self, calls: Sequence[tuple[list[str], list[str | int]]]) -> list[Any]:
@@ -469,7 +483,7 @@ class OnlineStore:
         out: list[dict[str, FeatureValue]] = [{} for _ in range(rows)]
         defaults = self._metrics.defaults
         for name, plan in plans.items():
-            completeness, replies, merged, lost = stored[name]
+            completeness, replies, merged, lost, beyond = stored[name]
             view = plan.view
             if lost is not None:
                 self._lost_view(refs, name, lost, out, when_ms)
@@ -479,8 +493,10 @@ class OnlineStore:
                 self._merged[name].inc(len(merged))
             wanted = [(ref.feature, ref.qualified) for ref in refs if ref.view.name == name]
             finished = finish_many(view, [plan.raw(reply) for reply in replies], when_ms, completeness)
+            for index in beyond:
+                finished[index] = _beyond_horizon(view, finished[index])
             serves_default_when_stale = view.on_stale is OnStale.DEFAULT
-            missing = stale = 0
+            missing = stale = pruned = 0
             for row, values in zip(out, finished, strict=True):
                 for feature, qualified in wanted:
                     value = row[qualified] = values[feature]
@@ -488,10 +504,14 @@ class OnlineStore:
                         missing += 1
                     elif value.status is Status.STALE and serves_default_when_stale:
                         stale += 1
+                    elif value.status is Status.BEYOND_HORIZON:
+                        pruned += 1
             if missing:
                 defaults.labels(name, Status.MISSING.value).inc(missing)
             if stale:
                 defaults.labels(name, Status.STALE.value).inc(stale)
+            if pruned:
+                defaults.labels(name, Status.BEYOND_HORIZON.value).inc(pruned)
         return out
 
     def _lost_view(
@@ -520,6 +540,14 @@ class OnlineStore:
         for ref in refs:
             self._metrics.defaults.labels(ref.view.name, Status.ERROR.value).inc(rows)
         return [dict(row) for _ in range(rows)]
+
+
+def _beyond_horizon(view: FeatureView, values: Mapping[str, FeatureValue]) -> dict[str, FeatureValue]:
+    """Every value of one entity as the default with status ``beyond_horizon``."""
+    return {
+        name: FeatureValue(view.defaults[name], Status.BEYOND_HORIZON, value.window_end)
+        for name, value in values.items()
+    }
 
 
 def store_failed(exc: BaseException) -> bool:

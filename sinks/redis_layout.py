@@ -3,7 +3,9 @@
 - ``<prefix>:<view>:v<version>:e:<entity>`` is a hash with one field per tile:
   the field is the tile start in epoch seconds, the value is
   ``<events>|<agg1>|<agg2>...`` in the view's aggregation order (an empty
-  string for a NULL min/max).
+  string for a NULL min/max). Once pruning has deleted tiles of the entity,
+  the field ``pruned`` holds the start of the newest deleted tile: reads whose
+  windows reach back to it say ``beyond_horizon`` (``sinks.redis_windows``).
 - ``<prefix>:<view>:v<version>:w:<entity>`` holds the entity's window values,
   precomputed for one window end (see ``sinks.redis_windows``).
 - ``<prefix>:<view>:v<version>:completeness`` holds the view's completeness
@@ -82,6 +84,10 @@ def epoch_key(prefix: str, view: FeatureView) -> str:
 # The epoch key's value once an armed sink found it gone.
 EPOCH_LOST = "lost"
 
+# The tile hash field holding the start (epoch s) of the newest tile pruning deleted.
+PRUNED_FIELD = "pruned"
+_NOT_TILES = (PRUNED_FIELD, PRUNED_FIELD.encode())
+
 
 def encode_tile(row: TileRow) -> tuple[str, str]:
     """(field, value) of one tile."""
@@ -108,4 +114,5 @@ def decode_tile(
 
 
 def decode_tiles(view: FeatureView, stored: Mapping[Any, Any]) -> list[tuple[int, int, Sequence[Value]]]:
-    return sorted(decode_tile(view, f, v) for f, v in stored.items())
+    """The tiles of an HGETALL reply, sorted by start; the ``pruned`` field is not a tile."""
+    return sorted(decode_tile(view, f, v) for f, v in stored.items() if f not in _NOT_TILES)

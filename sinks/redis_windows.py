@@ -29,6 +29,16 @@ advances, which is a tile period plus the allowed lateness behind the clock.
 Values that change at the next tile boundary are read from the second range
 until then, instead of being merged at read time.
 
+Pruning and the horizon: a tile write deletes the entity's tiles that start
+before its newest tile end minus (longest window + prune margin), and keeps
+in the tile hash field ``pruned`` the start of the newest tile it ever
+deleted. A window end E whose longest window starts at or before that tile,
+``E - longest <= pruned``, may be missing deleted tiles: the read merge
+returns the field so the reader answers ``beyond_horizon`` instead of an
+undercount. Stored values never cover such an end: ``store`` marks them out of
+date instead (only reachable with tiles far ahead of the sink's clock), so
+the reader sees every such end through the merge.
+
 A string, not fields in the tile hash: Redis finds a field of a small hash by
 scanning it, and a tile hash holds up to a few hundred tiles.
 
@@ -41,7 +51,7 @@ coverage ends within the next tile period.
 from __future__ import annotations
 
 from features.definition import AggKind, FeatureView, duration_label
-from sinks.redis_layout import EPOCH_LOST
+from sinks.redis_layout import EPOCH_LOST, PRUNED_FIELD
 
 # "No change ahead" (year 10000): no tile left to enter or leave a window.
 NEVER_S = 253_402_300_800
@@ -74,14 +84,20 @@ def layout_args(view: FeatureView) -> tuple[str | int, ...]:
 # that are not numbers are skipped) for windows ending at end_s, selecting
 # tiles exactly as assembly.window_values does (start >= end - W and
 # start + tile <= end, in start order), and returns the merged value per slot
-# ('' when no tile) plus the first later end at which any slot changes.
+# ('' when no tile), the first later end at which any slot changes, and the
+# entity's pruned mark (the start of the newest tile pruning deleted, or nil).
 _LIB = """
 local find, sub, tonum, call = string.find, string.sub, tonumber, redis.call
 local NEVER = @NEVER@
+local PRUNED = '@PRUNED@'
 
 local function layout(p)
   local c = {tile = tonum(ARGV[p]), nw = tonum(ARGV[p + 1]), sizes = {}, kinds = {}}
-  for w = 1, c.nw do c.sizes[w] = tonum(ARGV[p + 1 + w]) end
+  c.longest = 0
+  for w = 1, c.nw do
+    c.sizes[w] = tonum(ARGV[p + 1 + w])
+    if c.sizes[w] > c.longest then c.longest = c.sizes[w] end
+  end
   c.na = tonum(ARGV[p + 2 + c.nw])
   for j = 1, c.na do c.kinds[j] = ARGV[p + 2 + c.nw + j] end
   c.ordered = ARGV[p + 3 + c.nw + c.na] == '1'
@@ -96,10 +112,12 @@ local function merge(c, flat, end_s)
     if lows[w] < lo then lo = lows[w] end
   end
   local changes = NEVER
-  local starts, rows, n = {}, {}, 0
+  local starts, rows, n, pruned = {}, {}, 0, nil
   for i = 1, #flat, 2 do
     local s = tonum(flat[i])
-    if s ~= nil then
+    if s == nil then
+      if flat[i] == PRUNED then pruned = tonum(flat[i + 1]) end
+    else
       if s > hi then
         -- not yet complete at end_s: enters every window at s + tile
         if s + c.tile < changes then changes = s + c.tile end
@@ -167,7 +185,7 @@ local function merge(c, flat, end_s)
       res[slot] = string.format('%.17g', v)
     end
   end
-  return res, changes
+  return res, changes, pruned
 end
 
 -- Recompute the window values of one entity (tile hash `key`, window key
@@ -181,7 +199,15 @@ local function store(c, key, wkey, due, member, at)
     return
   end
   local flat = call('HGETALL', key)
-  local res, changes = merge(c, flat, tonum(at))
+  local res, changes, pruned = merge(c, flat, tonum(at))
+  if pruned ~= nil and tonum(at) - c.longest <= pruned then
+    -- Values at `at` may lack pruned tiles: leave such ends to the read merge, which
+    -- says so, and come due at the first end whose windows start after the mark
+    -- (never within the refresh that runs this, which would take it again and again).
+    call('SET', wkey, '0|0')
+    call('ZADD', due, string.format('%d', pruned + c.longest + 2 * c.tile), member)
+    return
+  end
   local value = at .. '|' .. string.format('%d', changes) .. '|' .. table.concat(res, '|')
   local covered = changes
   if changes ~= NEVER then
@@ -197,11 +223,12 @@ local function store(c, key, wkey, due, member, at)
     call('ZADD', due, covered, member)
   end
 end
-""".replace("@NEVER@", str(NEVER_S))
+""".replace("@NEVER@", str(NEVER_S)).replace("@PRUNED@", PRUNED_FIELD)
 
 # KEYS[1]: completeness key; KEYS[2..]: entity hashes.
 # ARGV[1]: window end (epoch s); ARGV[2..]: layout_args().
-# Returns {completeness or '', {merged value or '' per slot} per entity}.
+# Returns {completeness or '', {merged value or '' per slot, then the pruned mark or ''}
+# per entity}.
 MERGE_SCRIPT = (
     _LIB
     + """
@@ -209,7 +236,8 @@ local c = layout(2)
 local end_s = tonum(ARGV[1])
 local out = {call('GET', KEYS[1]) or ''}
 for k = 2, #KEYS do
-  local res = merge(c, call('HGETALL', KEYS[k]), end_s)
+  local res, _, pruned = merge(c, call('HGETALL', KEYS[k]), end_s)
+  res[#res + 1] = pruned and string.format('%d', pruned) or ''
   out[k] = res
 end
 return out
@@ -222,6 +250,7 @@ return out
 # window values for this end (epoch s), or '' to mark them out of date;
 # ARGV[3]: the entity; ARGV[4..]: layout_args(), then field, value pairs of
 # tiles (a value starts with its event count: the tile's version).
+# Deleted tiles raise the hash's pruned mark (see the module docstring).
 # Returns the number of tiles applied.
 SET_TILES_SCRIPT = (
     _LIB
@@ -240,10 +269,18 @@ for i = c.after, #ARGV, 2 do
   end
 end
 local prune_before = tonum(ARGV[1])
+local newest_pruned = nil
 for _, field in ipairs(call('HKEYS', KEYS[1])) do
   local start = tonum(field)
   if start ~= nil and start < prune_before then
     call('HDEL', KEYS[1], field)
+    if newest_pruned == nil or start > newest_pruned then newest_pruned = start end
+  end
+end
+if newest_pruned ~= nil then
+  local mark = tonum(call('HGET', KEYS[1], PRUNED))
+  if mark == nil or newest_pruned > mark then
+    call('HSET', KEYS[1], PRUNED, string.format('%d', newest_pruned))
   end
 end
 store(c, KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[2])

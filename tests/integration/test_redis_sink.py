@@ -57,7 +57,11 @@ def test_tiles_past_the_longest_window_plus_margin_are_pruned(isolated, sink):
     eight_days_later = T + 8 * 24 * HOUR
     recent = TileRow("u3", eight_days_later, eight_days_later + HOUR, events=1, values=(0, 1))
     sink.write([recent])
-    assert set(stored(isolated, "u3")) == {str(eight_days_later // 1000).encode()}
+    # What remains: the recent tile, and the mark of the newest tile pruned (not a tile).
+    assert stored(isolated, "u3") == {
+        str(eight_days_later // 1000).encode(): b"1|0|1",
+        b"pruned": str(T // 1000).encode(),
+    }
 
 
 def test_completeness_only_moves_forward(isolated, sink):

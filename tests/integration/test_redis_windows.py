@@ -15,12 +15,12 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from serving.assembly import assemble, from_ms, to_ms
+from serving.assembly import FeatureValue, Status, Tile, assemble, from_ms, to_ms
 from serving.metrics import ServingMetrics
 from serving.online import OnlineStore
 from sinks.base import TileRow
 from sinks.redis import RedisTileSink
-from sinks.redis_layout import due_key, window_key
+from sinks.redis_layout import PRUNED_FIELD, due_key, entity_key, window_key
 from sinks.redis_windows import slot_names
 from tests.unit.views import spend
 
@@ -165,3 +165,70 @@ def test_catching_up_marks_values_out_of_date_and_the_first_fresh_advance_refres
     check_against_assemble(store, users, NOW)
     got = store.get_online_features(["spend:largest_7d"], [{"user_id": target.entity}], as_of=from_ms(NOW))
     assert got[0]["spend:largest_7d"].value == pytest.approx(1e6)
+
+
+def test_a_read_before_the_pruned_horizon_is_beyond_horizon_and_reads_now_stay_exact(env):
+    sink, store = env.sink, env.store
+    written: list[TileRow] = []
+    horizon_read = from_ms(T0 + 24 * HOUR + 20 * 60_000)  # nine days before the last day's end
+
+    def live_day(day: int) -> None:
+        """One day of hourly tiles, written as a caught-up job writes them: clock at the day's end."""
+        rows = [
+            TileRow("p", start, start + HOUR, 2, (1, float(h % 5), float(h % 5), float(h % 5)))
+            for h in range(day * 24, (day + 1) * 24)
+            for start in [T0 + h * HOUR]
+        ]
+        env.clock.ms = T0 + (day + 1) * 24 * HOUR + 20 * 60_000
+        sink.write(rows)
+        sink.advance_completeness(T0 + (day + 1) * 24 * HOUR)
+        written.extend(rows)
+
+    def truth(as_of: datetime) -> dict[str, FeatureValue]:
+        every_tile = [Tile(r.tile_start_ms, r.events, r.values) for r in written]
+        return assemble(spend, every_tile, as_of, store.completeness(spend))
+
+    for day in range(3):
+        live_day(day)
+    before = store.get_online_features(FEATURES, [{"user_id": "p"}], as_of=horizon_read)[0]
+    assert {v.status for v in before.values()} == {Status.PRESENT}
+    assert before == {f"spend:{name}": value for name, value in truth(horizon_read).items()}
+
+    for day in range(3, 10):
+        live_day(day)
+    assert env.client.hget(entity_key(env.prefix, spend, "p"), PRUNED_FIELD) is not None
+    assert min(t.start_ms for t in store.tiles(spend, "p")) == T0 + 2 * 24 * HOUR  # days 0 and 1 pruned
+
+    after = store.get_online_features(FEATURES, [{"user_id": "p"}], as_of=horizon_read)[0]
+    assert {v.status for v in after.values()} == {Status.BEYOND_HORIZON}
+    assert {name: v.value for name, v in after.items()} == {
+        f"spend:{n}": spend.defaults[n] for n in spend.feature_names
+    }
+    served = env.metrics.registry.get_sample_value(
+        "feature_defaults_served_total", {"view": "spend", "reason": "beyond_horizon"}
+    )
+    assert served == len(FEATURES)
+
+    # Reads whose windows start after the pruned tiles are exact: now (precomputed, one MGET)
+    # and a day back (merged).
+    for as_of in (from_ms(env.clock.ms), from_ms(env.clock.ms - 24 * HOUR)):
+        got = store.get_online_features(FEATURES, [{"user_id": "p"}], as_of=as_of)[0]
+        assert got == {f"spend:{name}": value for name, value in truth(as_of).items()}, as_of
+        assert got["spend:orders_7d"].status is Status.PRESENT
+
+
+def test_values_are_never_stored_for_an_end_whose_windows_reach_pruned_tiles(env):
+    """Tiles far ahead of the sink's clock: the end it would precompute is beyond the horizon."""
+    sink, store = env.sink, env.store
+    env.clock.ms = T0 + 24 * HOUR + 20 * 60_000
+    sink.write(
+        [TileRow("q", T0 + h * HOUR, T0 + (h + 1) * HOUR, 1, (1, 1.0, 1.0, 1.0)) for h in (0, 47, 239)]
+    )
+    assert env.client.get(window_key(env.prefix, spend, "q")) == b"0|0"
+    mark = int(env.client.hget(entity_key(env.prefix, spend, "q"), PRUNED_FIELD))
+    assert mark * 1000 == T0 + 47 * HOUR  # the tile at hour 0 was pruned too; the newest counts
+    due = env.client.zscore(due_key(env.prefix, spend), "q")
+    assert due * 1000 == T0 + (47 + 7 * 24 + 2) * HOUR  # the first end whose windows start after it
+    got = store.get_online_features(FEATURES, [{"user_id": "q"}], as_of=from_ms(env.clock.ms))[0]
+    assert {v.status for v in got.values()} == {Status.BEYOND_HORIZON}
+    assert merged(env.metrics) == 1

@@ -3,7 +3,8 @@
 The merge script's contract is played by ``assembly.window_values``; the real
 Lua scripts are held to the same contract against a real Redis in the
 integration tests. Like the real sink, ``put`` marks an entity's precomputed
-window values out of date; ``precompute`` stores them for one window end.
+window values out of date; ``precompute`` stores them for one window end;
+``prune`` deletes old tiles and keeps the pruned mark.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import redis
 from features.definition import FeatureView
 from serving.assembly import Tile, window_values
 from sinks.base import TileRow
-from sinks.redis_layout import decode_tiles, encode_tile
+from sinks.redis_layout import PRUNED_FIELD, decode_tiles, encode_tile
 from sinks.redis_windows import slot_names
 
 
@@ -73,6 +74,16 @@ class FakeRedis:
         self.strings[f"{self.prefix}:{view.name}:v{view.version}:w:{entity}"] = b"|".join(parts)
         return later
 
+    def prune(self, view: FeatureView, entity: str, before_ms: int) -> None:
+        """Delete the entity's tiles starting before ``before_ms``; raise the pruned mark like the sink."""
+        tiles = self.hashes[f"{self.prefix}:{view.name}:v{view.version}:e:{entity}"]
+        mark = PRUNED_FIELD.encode()
+        gone = [int(f) for f in tiles if f != mark and int(f) * 1000 < before_ms]
+        for start in gone:
+            del tiles[str(start).encode()]
+        if gone:
+            tiles[mark] = str(max([*gone, int(tiles.get(mark, b"0"))])).encode()
+
     def set_completeness(self, view: FeatureView, ms: int) -> None:
         self.strings[f"{self.prefix}:{view.name}:v{view.version}:completeness"] = str(ms).encode()
 
@@ -124,7 +135,9 @@ class FakeRedis:
         end_ms = int(args[0]) * 1000
         out: list = [self.strings.get(keys[0], b"")]
         for key in keys[1:]:
-            out.append(self._slots(view, key, end_ms))
+            out.append(
+                [*self._slots(view, key, end_ms), self.hashes.get(key, {}).get(PRUNED_FIELD.encode(), b"")]
+            )
         return out
 
     def _slots(self, view: FeatureView, key: str, end_ms: int) -> list[bytes]:

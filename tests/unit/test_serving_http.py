@@ -372,3 +372,17 @@ def test_rejections_are_counted_by_reason(http):
     assert 'feature_requests_rejected_total{reason="invalid"} 1.0' in text
     assert 'feature_requests_rejected_total{reason="body_too_large"} 1.0' in text
     assert 'feature_requests_rejected_total{reason="concurrency"} 0.0' in text
+
+
+def test_a_read_before_the_pruned_horizon_answers_beyond_horizon(http, fake):
+    now = to_ms(datetime.now(UTC))
+    start = now - now % HOUR - HOUR
+    fake.put(user_stats, TileRow("a", start - 9 * 24 * HOUR, start - 9 * 24 * HOUR + HOUR, 1, (0, 1)))
+    fake.put(user_stats, TileRow("a", start, start + HOUR, 1, (0, 1)))
+    fake.prune(user_stats, "a", start + HOUR - 8 * 24 * HOUR)
+    fake.set_completeness(user_stats, start + HOUR)
+    as_of = datetime.fromtimestamp((start - 8 * 24 * HOUR) / 1000, UTC).isoformat()
+    response = http.post("/features", json={**GOOD, "as_of": as_of})
+    assert response.status_code == 200, response.text
+    value = response.json()["results"][0]["features"]["user_stats:clicks_1d"]
+    assert (value["value"], value["status"]) == (0, "beyond_horizon")

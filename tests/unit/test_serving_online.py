@@ -254,3 +254,59 @@ def test_the_read_path_never_imports_pyflink():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def ten_days_then_pruned(fake, entity):
+    """A tile every hour for ten days, then pruned as the sink's write of the newest tile prunes."""
+    for hour in range(240):
+        start = to_ms(T0) + hour * HOUR
+        fake.put(user_stats, TileRow(entity, start, start + HOUR, 2, (1, 1)))
+    horizon = user_stats.longest_window + user_stats.prune_margin
+    fake.prune(user_stats, entity, to_ms(T0 + timedelta(hours=240) - horizon))  # deletes hours 0..47
+
+
+def test_a_window_reaching_pruned_tiles_is_beyond_horizon_never_an_undercount(fake):
+    ten_days_then_pruned(fake, "old")
+    for hour in range(216, 240):  # a young entity: nothing pruned, nothing before its first tile
+        start = to_ms(T0) + hour * HOUR
+        fake.put(user_stats, TileRow("young", start, start + HOUR, 1, (1, 0)))
+    fake.set_completeness(user_stats, to_ms(T0) + 240 * HOUR)
+    store, metrics = make_store()
+    features = [f"user_stats:{f}" for f in user_stats.feature_names]
+    rows = [{"user_id": "old"}, {"user_id": "young"}]
+
+    old, young = store.get_online_features(features, rows, as_of=T0 + timedelta(days=1))
+    assert {v.status for v in old.values()} == {Status.BEYOND_HORIZON}
+    assert [v.value for v in old.values()] == [user_stats.defaults[f] for f in user_stats.feature_names]
+    assert {v.status for v in young.values()} == {Status.MISSING}
+    assert sample(metrics, "feature_defaults_served_total", view="user_stats", reason="beyond_horizon") == 5
+
+    # The newest pruned tile started at hour 47: a 7-day window ending at hour 215 starts
+    # at it, one ending at hour 216 starts after it and holds every tile it needs.
+    edge = store.get_online_features(features, rows[:1], as_of=T0 + timedelta(hours=215, minutes=59))[0]
+    assert {v.status for v in edge.values()} == {Status.BEYOND_HORIZON}
+    after = store.get_online_features(features, rows[:1], as_of=T0 + timedelta(hours=216))[0]
+    assert after["user_stats:clicks_7d"] == (168, Status.PRESENT, T0 + timedelta(hours=216))
+    assert after["user_stats:clicks_1d"].value == 24
+
+
+def test_beyond_horizon_is_per_view_and_entity_and_reads_now_are_untouched(fake):
+    ten_days_then_pruned(fake, "old")
+    start = to_ms(T0)
+    fake.put(spend, TileRow("old", start, start + HOUR, 1, (1, 2.5, 2.5, 2.5)))  # spend: never pruned
+    fake.set_completeness(user_stats, to_ms(T0) + 240 * HOUR)
+    fake.set_completeness(spend, to_ms(T0) + 240 * HOUR)
+    now = to_ms(T0) + 240 * HOUR
+    fake.precompute(user_stats, "old", now)
+    store, _ = make_store()
+    past = store.get_online_features(ALL, [{"user_id": "old"}], as_of=T0 + timedelta(hours=2))[0]
+    assert {past[f"user_stats:{f}"].status for f in user_stats.feature_names} == {Status.BEYOND_HORIZON}
+    assert past["spend:amount_1d"] == (2.5, Status.PRESENT, T0 + timedelta(hours=2))
+
+    before = fake.round_trips
+    current = store.get_online_features(
+        ["user_stats:clicks_7d"], [{"user_id": "old"}], as_of=T0 + timedelta(hours=240)
+    )
+    assert fake.round_trips == before + 1  # precomputed: one MGET, no merge
+    assert current[0]["user_stats:clicks_7d"].status is Status.PRESENT
+    assert current[0]["user_stats:clicks_7d"].value == 168
