@@ -165,7 +165,13 @@ def log_file(cfg: StackConfig, kind: str = "standalonesession") -> Path:
 def start(cfg: StackConfig) -> None:
     if is_up(cfg):
         return
-    if pids(cfg):
+    running = pids(cfg)
+    if "standalonesession" in running and "taskexecutor" not in running and _answers(cfg):
+        # The TaskManager died under a live JobManager: replace only it, so the jobs
+        # running there restart from their checkpoints instead of dying with the cluster.
+        start_taskmanager(cfg)
+        return
+    if running:
         stop(cfg)  # a half-started cluster from an earlier run
     process.check_ports_free(
         NAME,
@@ -194,6 +200,41 @@ def start(cfg: StackConfig) -> None:
     except StackError as exc:
         tm = log_file(cfg, "taskexecutor")
         raise StackError(f"{exc}\ntaskmanager log: {tm}\n{process.tail(tm, 10)}") from None
+
+
+def start_taskmanager(cfg: StackConfig) -> None:
+    """Start one more TaskManager for the running JobManager, with the cluster's configuration.
+
+    Raises:
+        StackError: the cluster was never configured, or no TaskManager registers in time.
+    """
+    if not (conf_dir(cfg) / "config.yaml").is_file():
+        raise StackError(
+            f"flink: no {conf_dir(cfg) / 'config.yaml'}; start the cluster with `parity stack up`"
+        )
+    before = pids(cfg, check_marker=False).get("taskexecutor")
+    _script(cfg, "taskmanager.sh", "start", java=process.java())
+
+    process.wait_until(
+        lambda: is_up(cfg) and _taskexecutor_started(cfg, before),
+        service=f"{NAME} taskmanager",
+        log_file=log_file(cfg, "taskexecutor"),
+        timeout_s=cfg.start_timeout_s,
+        running=lambda: _taskexecutor_started(cfg, before),
+    )
+
+
+def _taskexecutor_started(cfg: StackConfig, before: int | None) -> bool:
+    pid = pids(cfg, check_marker=False).get("taskexecutor")
+    return pid is not None and pid != before
+
+
+def _answers(cfg: StackConfig) -> bool:
+    try:
+        overview(cfg)
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+    return True
 
 
 def stop(cfg: StackConfig) -> None:
