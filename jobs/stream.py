@@ -169,7 +169,7 @@ def bind_sinks(
     statements.add_insert_sql(
         "INSERT INTO `parity_redis_acks`\n"
         f"SELECT parity_late_events(CAST(TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', {event_time})"
-        f" AS BIGINT)) FROM {quote(archive_from)}\n"
+        f" AS BIGINT), `kafka_partition`, `kafka_offset`) FROM {quote(archive_from)}\n"
         f"WHERE {pipeline.late_condition} OR {event_time} < {_timestamp_literal(closed_before_ms)}"
     )
     return statements

@@ -34,10 +34,11 @@ from sinks.redis_layout import (
     encode_tile,
     entity_key,
     epoch_key,
+    late_counted_key,
     late_events_key,
     window_key,
 )
-from sinks.redis_windows import REFRESH_SCRIPT, SET_TILES_SCRIPT, layout_args
+from sinks.redis_windows import COUNT_LATE_SCRIPT, REFRESH_SCRIPT, SET_TILES_SCRIPT, layout_args
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class RedisTileSink:
         self._set_tiles = self._client.register_script(SET_TILES_SCRIPT)
         self._refresh = self._client.register_script(REFRESH_SCRIPT)
         self._advance = self._client.register_script(_ADVANCE)
+        self._count_late = self._client.register_script(COUNT_LATE_SCRIPT)
         self._armed = [self._epoch] if self.epoch() is not None else []
 
     def write(self, rows: Sequence[TileRow]) -> WriteResult:
@@ -228,11 +230,24 @@ class RedisTileSink:
             self._armed = [self._epoch]
         return bool(done)
 
-    def count_late(self, count: int) -> int:
-        """Add to the view's running total of late events; return the new total."""
+    def count_late(self, positions: Sequence[tuple[int, int]]) -> int:
+        """Add late rows to the view's running total, each once; return the new total.
+
+        Args:
+            positions: (Kafka partition, offset) of each late row, each partition's
+                in offset order. Rows at or below the partition's highest offset
+                already counted are skipped (the late-count contract in
+                ``sinks.redis_layout``), so a repeated call adds nothing.
+
+        Raises:
+            SinkError: Redis did not answer; the rows may or may not be counted.
+        """
         client = self._require_client()
+        prefix = self._cfg.key_prefix
+        keys = [late_events_key(prefix, self._view), late_counted_key(prefix, self._view)]
+        args = [str(n) for position in positions for n in position]
         try:
-            return int(client.incrby(late_events_key(self._cfg.key_prefix, self._view), count))
+            return int(self._count_late(keys=keys, args=args, client=client))
         except redis.RedisError as exc:
             raise SinkError(
                 f"Redis did not take the late-event count of {self._view.qualified_name}: {exc}"

@@ -13,7 +13,9 @@
 - ``<prefix>:<view>:v<version>:due`` is a sorted set of entities, scored by
   the window end (epoch s) at which their precomputed values change next.
 - ``<prefix>:<view>:v<version>:late_events`` counts source events that
-  arrived after their tile had closed (at-least-once: a restart may recount).
+  arrived after their tile had closed, each once (the late-count contract below).
+- ``<prefix>:<view>:v<version>:late_counted`` is a hash: Kafka partition → the
+  highest offset of a late row already in that count.
 - ``<prefix>:<view>:v<version>:epoch`` says whether this Redis holds the
   view's online horizon completely (the contract below).
 
@@ -46,6 +48,30 @@ run: keys evicted one by one while the epoch stays (run Redis with
 the loss, until the job's next write marks it; a Redis replaced under a
 running job whose sinks Flink reopens before any write (they open unarmed).
 Restart the job after replacing Redis: its start repairs it.
+
+The late count: each late row once, across restarts and retried writes.
+
+A job restored from a checkpoint reads again the rows after it, and a write
+retried after a timeout may already have been applied, so an increment alone
+would count rows twice. Instead:
+
+1. Each late row carries its Kafka partition and offset. One script
+   (``COUNT_LATE_SCRIPT`` in ``sinks.redis_windows``) adds the rows whose
+   offset is above their partition's mark in ``late_counted`` and moves the
+   mark up, atomically with the total.
+2. It relies on the rows of one partition reaching it in offset order. They
+   do: a Kafka partition is read by one source subtask, and the source, the
+   late filter and the Python function run at the same parallelism, joined by
+   forward edges (no shuffle). A plan that put an exchange between them (a
+   source parallelism of its own, such as ``scan.parallelism``) would break
+   it, and rows would be missed, never counted twice.
+3. The marks belong to the view's topic: a view version pointed at another
+   topic (``--topic``) needs its own key prefix, or the old marks hide the new
+   topic's first rows. Deleting both keys starts the count again from zero.
+
+Exact means every row the job found late is in the total once. Lateness is
+decided as a row is read; a row read again after a restore is counted at most
+once whichever way it is decided then.
 """
 
 from __future__ import annotations
@@ -75,6 +101,10 @@ def due_key(prefix: str, view: FeatureView) -> str:
 
 def late_events_key(prefix: str, view: FeatureView) -> str:
     return f"{prefix}:{view.name}:v{view.version}:late_events"
+
+
+def late_counted_key(prefix: str, view: FeatureView) -> str:
+    return f"{prefix}:{view.name}:v{view.version}:late_counted"
 
 
 def epoch_key(prefix: str, view: FeatureView) -> str:

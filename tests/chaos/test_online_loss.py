@@ -117,3 +117,28 @@ def test_a_redis_lost_mid_stream_reads_error_until_repaired(isolated):
         _check_stores(isolated, first + second)
     finally:
         store.close()
+
+
+def test_a_job_started_on_a_lost_redis_rebuilds_it_first(isolated):
+    first = _events(13, START, 30, 2000)
+    _send(first, isolated.topic)
+    isolated.wait(isolated.start_job("user_stats", bounded=True), timeout=300)
+    users = sorted({e["user_id"] for e in first})
+    assert _lose(isolated) > len(users)
+
+    second = _then(first, 14, 6, 800)
+    _send(second, isolated.topic)
+    isolated.wait(isolated.start_job("user_stats", bounded=True), timeout=300)
+    log = isolated.log.read_text()
+    assert "user_stats_v2 was lost (epoch absent): rebuilding it from Iceberg" in log, isolated.log_tail()
+    # Repaired before the job started, which then continued from the first run's savepoint.
+    rebuilt = log.index("user_stats_v2: rebuilt the online store from Iceberg")
+    assert rebuilt < log.index("resuming user_stats_v2")
+
+    at = _check_stores(isolated, first + second)
+    store = OnlineStore(isolated.redis, {"user_stats": user_stats})
+    try:
+        statuses = _statuses(store, users, at)
+    finally:
+        store.close()
+    assert Status.PRESENT in statuses and Status.ERROR not in statuses, statuses
