@@ -23,6 +23,7 @@ Protocol of one run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from confluent_kafka import KafkaException
 from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment
 
 from features.definition import FeatureView
@@ -256,7 +258,13 @@ def run(args: argparse.Namespace) -> int:
     if args.detached:
         return 0
 
-    finished = _watch(result, view, args, kafka, group_id, state_root / job_id)
+    try:
+        finished = _watch(result, view, args, kafka, group_id, state_root / job_id)
+    except BaseException:
+        # Do not leave the job running in this process's mini-cluster with nobody watching it.
+        with contextlib.suppress(Exception):
+            client.cancel().get()
+        raise
     if finished:
         say(f"job {job_id} finished")
         return 0
@@ -289,10 +297,8 @@ def _watch(
     signal.signal(signal.SIGINT, request_stop)
     progress = _Progress(view, RedisConfig())
     offsets = TopicOffsets(kafka, view.source.topic, group_id)
+    target: dict[int, int] | None = None
     try:
-        target = offsets.ends() if args.bounded else None
-        if target is not None:
-            say(f"reading {view.source.topic} up to offsets {target}")
         while True:
             try:
                 result.wait(500)
@@ -301,13 +307,17 @@ def _watch(
                 if "TimeoutException" not in str(exc):
                     raise JobError(f"the job of {view.qualified_name} failed: {_first_line(exc)}") from exc
             progress.report()
-            if stop["requested"] and args.drain and target is None:
-                target = offsets.ends()
-                say(f"draining: reading {view.source.topic} up to offsets {target}, then stopping")
-            if target is not None and _caught_up(offsets, target, job_checkpoints):
-                return False
             if stop["requested"] and not args.drain:
                 return False
+            try:
+                # Kafka may be briefly away (the job rides that out too): ask again next time.
+                if target is None and (args.bounded or stop["requested"]):
+                    target = offsets.ends()
+                    say(f"reading {view.source.topic} up to offsets {target}, then stopping")
+                if target is not None and _caught_up(offsets, target, job_checkpoints):
+                    return False
+            except KafkaException as exc:
+                log.warning("the topic's offsets are unavailable for now: %s", exc)
     finally:
         offsets.close()
 
