@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
 import redis
@@ -29,6 +29,7 @@ from parity.errors import SinkError
 from sinks.base import TileRow, WriteResult
 from sinks.redis_layout import (
     EPOCH_LOST,
+    PRUNED_FIELD,
     completeness_key,
     due_key,
     encode_tile,
@@ -55,6 +56,15 @@ if tonumber(ARGV[1]) > current then
 end
 return 0
 """.replace("@LOST@", EPOCH_LOST)
+
+# KEYS[1]: an entity's tile hash. ARGV[1]: the start (epoch s) of a tile that is gone.
+# Raises the hash's pruned mark, never lowers it (see sinks.redis_windows).
+_MARK_PRUNED = """
+local mark = tonumber(redis.call('HGET', KEYS[1], '@PRUNED@') or '-1')
+if tonumber(ARGV[1]) > mark then
+  redis.call('HSET', KEYS[1], '@PRUNED@', ARGV[1])
+end
+""".replace("@PRUNED@", PRUNED_FIELD)
 
 
 def connect(cfg: RedisConfig) -> redis.Redis:
@@ -109,6 +119,7 @@ class RedisTileSink:
         self._set_tiles = self._client.register_script(SET_TILES_SCRIPT)
         self._refresh = self._client.register_script(REFRESH_SCRIPT)
         self._advance = self._client.register_script(_ADVANCE)
+        self._mark_pruned = self._client.register_script(_MARK_PRUNED)
         self._count_late = self._client.register_script(COUNT_LATE_SCRIPT)
         self._armed = [self._epoch] if self.epoch() is not None else []
 
@@ -229,6 +240,26 @@ class RedisTileSink:
         if done:
             self._armed = [self._epoch]
         return bool(done)
+
+    def mark_pruned(self, newest_gone_ms: Mapping[str, int]) -> None:
+        """Record, per entity, the start of the newest tile Redis does not hold, as pruning does.
+
+        For a rebuild that leaves out tiles older than the online horizon: a read
+        whose window reaches them then says so instead of serving a short value.
+
+        Raises:
+            SinkError: Redis did not answer.
+        """
+        pipe = self._require_client().pipeline(transaction=False)
+        prefix = self._cfg.key_prefix
+        for entity, start_ms in newest_gone_ms.items():
+            key = entity_key(prefix, self._view, entity)
+            self._mark_pruned(keys=[key], args=[start_ms // 1000], client=pipe)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            name = self._view.qualified_name
+            raise SinkError(f"Redis did not take the pruned marks of {name}: {exc}") from exc
 
     def count_late(self, positions: Sequence[tuple[int, int]]) -> int:
         """Add late rows to the view's running total, each once; return the new total.

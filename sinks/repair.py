@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 
 from features.definition import FeatureView
@@ -116,6 +115,8 @@ def repair_online(
                 for begin in range(0, len(rows), BATCH):
                     summary.applied += sink.write(rows[begin : begin + BATCH]).applied
                     say(f"  set {min(begin + BATCH, len(rows))} of {len(rows)} tiles")
+                # Tiles before the horizon stay only in Iceberg: reads reaching them must say so.
+                sink.mark_pruned(_newest_before(catalog, iceberg_cfg, view, summary.horizon_ms))
                 sink.advance_completeness(complete)
                 # Old tiles leave their values out of date: merge them now, not at the job's next advance.
                 summary.refreshed = sink.refresh()
@@ -183,11 +184,21 @@ def _offline_completeness(catalog: Catalog, cfg: IcebergConfig, view: FeatureVie
     identifier = f"{cfg.namespace}.{iceberg.progress_table(view)}"
     if not catalog.table_exists(identifier):
         return None
-    ends = catalog.load_table(identifier).scan(selected_fields=("tile_end",)).to_arrow().column(0)
-    if not len(ends):
-        return None
-    newest = pc.max(_as_ms(ends)).as_py()
-    return int(newest) if newest is not None else None
+    return iceberg.completeness_ms(catalog.load_table(identifier))
+
+
+def _newest_before(catalog: Catalog, cfg: IcebergConfig, view: FeatureView, before_ms: int) -> dict[str, int]:
+    """Per entity, the start of its newest offline tile that starts before ``before_ms``."""
+    key = view.entity.join_key
+    before = datetime.fromtimestamp(before_ms / 1000, tz=UTC).isoformat()
+    older = (
+        catalog.load_table(f"{cfg.namespace}.{iceberg.tiles_table(view)}")
+        .scan(row_filter=f"tile_start < '{before}'", selected_fields=(key, "tile_start"))
+        .to_arrow()
+    )
+    starts = older.set_column(1, "tile_start", _as_ms(older.column("tile_start")))
+    newest = starts.group_by(key).aggregate([("tile_start", "max")])
+    return dict(zip(newest[key].to_pylist(), newest["tile_start_max"].to_pylist(), strict=True))
 
 
 def _tiles(catalog: Catalog, cfg: IcebergConfig, view: FeatureView, since_ms: int) -> list[TileRow]:
