@@ -165,13 +165,13 @@ def log_file(cfg: StackConfig, kind: str = "standalonesession") -> Path:
 def start(cfg: StackConfig) -> None:
     if is_up(cfg):
         return
-    running = pids(cfg)
-    if "standalonesession" in running and "taskexecutor" not in running and _answers(cfg):
+    found = pids(cfg)
+    if "standalonesession" in found and "taskexecutor" not in found and _answers(cfg):
         # The TaskManager died under a live JobManager: replace only it, so the jobs
         # running there restart from their checkpoints instead of dying with the cluster.
         start_taskmanager(cfg)
         return
-    if running:
+    if found:
         stop(cfg)  # a half-started cluster from an earlier run
     process.check_ports_free(
         NAME,
