@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -147,6 +148,30 @@ def test_two_bounded_runs_continue_the_open_hour(isolated):
     assert "resuming user_stats_v2 from" in isolated.log.read_text()
     closed_second = _check_stores(isolated, first + second)
     assert closed_second > closed_first
+    _assert_archived_once(isolated, len(first) + len(second))
+
+
+def test_a_drained_job_stops_with_a_savepoint_and_the_next_run_resumes_it(isolated):
+    first = _events(7, START, 30, 3000)
+    half = len(first) // 2
+    _send(first[:half], isolated.topic)
+    job = isolated.start_job("user_stats", bounded=False, drain=True)
+    wait_for(lambda: _offline_rows(isolated), timeout=300, what="tiles committed to Iceberg")
+    # Events still arriving when the operator stops the job: the drain reads to the end
+    # offsets taken at the signal, then saves; the open hour travels in the savepoint.
+    _send(first[half:], isolated.topic)
+    job.send_signal(signal.SIGTERM)
+    isolated.wait(job, timeout=300)
+    log = isolated.log.read_text()
+    assert "stopped with savepoint" in log, isolated.log_tail()
+    closed_first = _check_stores(isolated, first)
+
+    second = _then(first, 8, 6, 800)
+    assert any(e["event_time"].timestamp() * 1000 < closed_first + reference.HOUR_MS for e in second)
+    _send(second, isolated.topic)
+    isolated.wait(isolated.start_job("user_stats", bounded=True), timeout=420)
+    assert "resuming user_stats_v2 from" in isolated.log.read_text()
+    assert _check_stores(isolated, first + second) > closed_first
     _assert_archived_once(isolated, len(first) + len(second))
 
 
