@@ -56,8 +56,9 @@ from serving.breaker import BreakerState, CircuitBreaker
 from serving.config import ServingConfig
 from serving.metrics import ServingMetrics
 from sinks.base import Value
+from sinks.lua_scripts import load_script
 from sinks.redis_layout import EPOCH_LOST, completeness_key, decode_tiles, entity_key, epoch_key, window_key
-from sinks.redis_windows import MERGE_SCRIPT, layout_args, slot_names
+from sinks.redis_windows import layout_args, slot_names
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ class OnlineStore:
         self._merged = {name: self._metrics.merged.labels(name) for name in self._views}
         self._breaker = CircuitBreaker(self._serving.breaker_failures, self._serving.breaker_cooldown_s)
         self._client: redis.Redis = connect(self._cfg, self._serving.timeout_s)
-        self._script = self._client.register_script(MERGE_SCRIPT)
+        self._script = self._client.register_script(load_script("merge_windows"))
         self._tracer = trace.get_tracer(__name__)
         # Views whose epoch key this process has read: from then on its absence means a lost Redis.
         self._seen_epoch: set[str] = set()
@@ -469,7 +470,7 @@ class OnlineStore:
             except redis.exceptions.NoScriptError:
                 if attempt == 2:
                     raise
-                self._client.script_load(MERGE_SCRIPT)
+                self._client.script_load(load_script("merge_windows"))
         raise AssertionError("unreachable")
 
     def _finish(

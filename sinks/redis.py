@@ -4,9 +4,10 @@ Guarantee: at-least-once, made idempotent. A tile's value is *set*, never
 incremented, so writing the same tile twice (a retry, a restart from a
 checkpoint) leaves the same value. A tile carrying fewer events than the
 stored one is an older version and is refused; the check and the write happen
-in one Lua script, atomically inside Redis. Each ``write`` is synchronous: when
-it returns, Redis has acknowledged every tile of the batch, so nothing is held
-in a buffer that a crash after a checkpoint could lose.
+in one Lua script (``sinks/lua/set_tiles.lua``), atomically inside Redis. Each
+``write`` is synchronous: when it returns, Redis has acknowledged every tile of
+the batch, so nothing is held in a buffer that a crash after a checkpoint could
+lose.
 
 A sink that finds the view's epoch key when it opens marks the view ``lost``
 if a later write finds the key gone: see the epoch contract in
@@ -27,9 +28,8 @@ from features.definition import FeatureView
 from parity.config import RedisConfig
 from parity.errors import SinkError
 from sinks.base import TileRow, WriteResult
+from sinks.lua_scripts import load_script
 from sinks.redis_layout import (
-    EPOCH_LOST,
-    PRUNED_FIELD,
     completeness_key,
     due_key,
     encode_tile,
@@ -39,32 +39,9 @@ from sinks.redis_layout import (
     late_events_key,
     window_key,
 )
-from sinks.redis_windows import COUNT_LATE_SCRIPT, REFRESH_SCRIPT, SET_TILES_SCRIPT, layout_args
+from sinks.redis_windows import layout_args
 
 log = logging.getLogger(__name__)
-
-# KEYS[1]: the completeness key; KEYS[2], only from an armed sink: the epoch key, set
-# to 'lost' when absent. ARGV[1]: a tile end (epoch ms). Only ever moves forward.
-_ADVANCE = """
-if KEYS[2] ~= nil and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('SET', KEYS[2], '@LOST@')
-end
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[1]) > current then
-  redis.call('SET', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-""".replace("@LOST@", EPOCH_LOST)
-
-# KEYS[1]: an entity's tile hash. ARGV[1]: the start (epoch s) of a tile that is gone.
-# Raises the hash's pruned mark, never lowers it (see sinks.redis_windows).
-_MARK_PRUNED = """
-local mark = tonumber(redis.call('HGET', KEYS[1], '@PRUNED@') or '-1')
-if tonumber(ARGV[1]) > mark then
-  redis.call('HSET', KEYS[1], '@PRUNED@', ARGV[1])
-end
-""".replace("@PRUNED@", PRUNED_FIELD)
 
 
 def connect(cfg: RedisConfig) -> redis.Redis:
@@ -116,11 +93,11 @@ class RedisTileSink:
             SinkError: Redis did not answer.
         """
         self._client = connect(self._cfg)
-        self._set_tiles = self._client.register_script(SET_TILES_SCRIPT)
-        self._refresh = self._client.register_script(REFRESH_SCRIPT)
-        self._advance = self._client.register_script(_ADVANCE)
-        self._mark_pruned = self._client.register_script(_MARK_PRUNED)
-        self._count_late = self._client.register_script(COUNT_LATE_SCRIPT)
+        self._set_tiles = self._client.register_script(load_script("set_tiles"))
+        self._refresh = self._client.register_script(load_script("refresh_windows"))
+        self._advance = self._client.register_script(load_script("advance_completeness"))
+        self._mark_pruned = self._client.register_script(load_script("mark_pruned"))
+        self._count_late = self._client.register_script(load_script("count_late"))
         self._armed = [self._epoch] if self.epoch() is not None else []
 
     def write(self, rows: Sequence[TileRow]) -> WriteResult:

@@ -19,6 +19,10 @@
 - ``<prefix>:<view>:v<version>:epoch`` says whether this Redis holds the
   view's online horizon completely (the contract below).
 
+Every script that touches these keys is a file in ``sinks/lua/``, headed by
+its KEYS and ARGV, loaded by ``sinks.lua_scripts``: a client in another
+language loads the same files.
+
 The epoch: a lost Redis is never served as a partial one.
 
 Redis is a cache of Iceberg's horizon. A FLUSHALL, an eviction of the view's
@@ -56,7 +60,7 @@ retried after a timeout may already have been applied, so an increment alone
 would count rows twice. Instead:
 
 1. Each late row carries its Kafka partition and offset. One script
-   (``COUNT_LATE_SCRIPT`` in ``sinks.redis_windows``) adds the rows whose
+   (``sinks/lua/count_late.lua``) adds the rows whose
    offset is above their partition's mark in ``late_counted`` and moves the
    mark up, atomically with the total.
 2. It relies on the rows of one partition reaching it in offset order. They
