@@ -25,7 +25,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[client,dev,serve,bench]'
+	$(PY) -m pip install -q -e '.[client,dev,serve,bench,drift]'
 	touch $@
 
 $(JOB_STAMP): pyproject.toml

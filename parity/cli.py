@@ -492,6 +492,88 @@ def _fmt(value: float | int) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _add_drift(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "drift",
+        help="each feature's distribution in the last day against the days before (PSI, KS test)",
+        description="Compare each feature of a view between a current cohort (the last --current before\n"
+        "--end) and a reference cohort (the --reference before it), read point-in-time from the\n"
+        "offline store: every entity seen in a --step, as of that step's end. A feature drifted\n"
+        "when its PSI is at least --threshold and a two-sample KS test rejects at 0.05\n"
+        "(serving/drift.py says why). Exits 1 when a feature drifted.",
+        epilog="examples:\n"
+        "  parity drift user_stats                       the last day against the 7 before\n"
+        "  parity drift user_stats --html drift.html     also an HTML report\n"
+        "  parity drift user_stats --textfile /var/lib/node_exporter/textfile/parity_drift_user_stats.prom\n"
+        "      gauges for node-exporter's textfile collector (run hourly; alert FeatureDriftSustained)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("view", help="feature view name (see `parity views`)")
+    p.add_argument("--reference", default="7d", help="length of the reference cohort (default 7d)")
+    p.add_argument("--current", default="1d", help="length of the current cohort (default 1d)")
+    p.add_argument(
+        "--step", default="1d", help="values are read at the end of every step of a cohort (default 1d)"
+    )
+    p.add_argument(
+        "--end",
+        type=_parse_time,
+        help="end of the current cohort, ISO-8601 (default: the view's offline completeness watermark)",
+    )
+    p.add_argument(
+        "--threshold", type=float, default=0.2, help="PSI at or above which a feature drifted (default 0.2)"
+    )
+    p.add_argument(
+        "--snapshot-id", type=int, help="Iceberg tiles snapshot to read (default: the current one)"
+    )
+    p.add_argument("--html", type=Path, metavar="PATH", help="also write a self-contained HTML report here")
+    p.add_argument(
+        "--textfile",
+        type=Path,
+        metavar="PATH",
+        help="also write the feature_drift_* gauges here, in Prometheus text format (node-exporter "
+        "textfile collector: a *.prom file in its --collector.textfile.directory)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_drift)
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry, write_to_textfile
+
+    from features.registry import get_view
+    from parity.config import IcebergConfig
+    from parity.errors import ConfigError
+    from serving.metrics import DriftMetrics
+    from serving.offline import load_tiles
+
+    try:
+        from serving.drift import DriftConfig, check_drift, export, render_html
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"parity drift needs the drift extra ({exc.name} is not installed): pip install -e '.[drift]'"
+        ) from exc
+
+    cfg = DriftConfig.of(
+        reference=args.reference,
+        current=args.current,
+        step=args.step,
+        end=args.end,
+        psi_threshold=args.threshold,
+    )
+    view = get_view(args.view)
+    report = check_drift(view, load_tiles(IcebergConfig(), view, args.snapshot_id), cfg)
+    for note in report.warnings:
+        print(f"warning: {note}", file=sys.stderr)
+    if args.html is not None:
+        args.html.write_text(render_html(report), encoding="utf-8")
+    if args.textfile is not None:
+        registry = CollectorRegistry()
+        export(report, DriftMetrics(registry))
+        write_to_textfile(str(args.textfile), registry)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else "\n".join(report.lines()))
+    return 1 if report.drifted else 0
+
+
 def _tracing_if_configured() -> None:
     """Export the CLI's spans (produce, replay) only when an exporter is configured explicitly."""
     import os
@@ -522,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_replay,
         _add_reset,
         _add_repair,
+        _add_drift,
     )
     for add in adders:
         add(sub)

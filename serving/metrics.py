@@ -122,3 +122,36 @@ class SkewMetrics:
             ["view"],
             registry=registry,
         )
+
+
+class DriftMetrics:
+    """Gauges of the last drift check of each view (``parity drift``; see ``serving.drift``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.score = Gauge(
+            "feature_drift_score",
+            "Population stability index of the feature's values in the current cohort against the "
+            "reference cohort (0: same distribution; 0.2 or more: a significant shift).",
+            ["view", "feature"],
+            registry=registry,
+        )
+        self.detected = Gauge(
+            "feature_drift_detected",
+            "1 when the last drift check found the feature drifted (PSI at or above the threshold and a "
+            "significant two-sample Kolmogorov-Smirnov test), else 0.",
+            ["view", "feature"],
+            registry=registry,
+        )
+        self.threshold = Gauge(
+            "feature_drift_threshold",
+            "The PSI at or above which the drift check flags a feature.",
+            ["view"],
+            registry=registry,
+        )
+        self.last_run = Gauge(
+            "feature_drift_last_run_timestamp_seconds",
+            "When the last drift check of the view finished (Unix time).",
+            ["view"],
+            registry=registry,
+        )

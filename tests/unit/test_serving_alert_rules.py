@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
-RULES = RULES_DIR / "parity.rules.yml"
+RULES = sorted(RULES_DIR.glob("*.rules.yml"))
 TESTS = sorted((RULES_DIR / "tests").glob("*.test.yml"))
 
 
@@ -22,12 +22,13 @@ def promtool() -> str:
 
 
 def test_rules_pass_promtool_check():
-    result = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True)
+    result = subprocess.run([promtool(), "check", "rules", *map(str, RULES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_alert_has_a_promtool_test():
-    alerts = set(re.findall(r"^\s*- alert: (\S+)", RULES.read_text(), re.MULTILINE))
+    text = "\n".join(path.read_text() for path in RULES)
+    alerts = set(re.findall(r"^\s*- alert: (\S+)", text, re.MULTILINE))
     assert len(alerts) >= 4
     fired = set()
     for path in TESTS:
