@@ -77,12 +77,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from serving.config import ServingConfig
     from serving.online import OnlineStore
+    from serving.progress import OfflineProgress
     from serving.server import create_app
     from serving.telemetry import setup_tracing
 
     cfg = ServingConfig()
     provider = setup_tracing(cfg)
-    store = OnlineStore(serving=cfg)
+    store = OnlineStore(serving=cfg, offline=OfflineProgress() if cfg.offline_check else None)
     try:
         uvicorn.run(create_app(store, cfg), host=args.host, port=args.port, log_config=None)
     finally:

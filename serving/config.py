@@ -43,6 +43,10 @@ class ServingConfig(BaseSettings):
     max_entities_in_flight: int = Field(default=1500, ge=1)
     # Longest a feature request may take from admission to answer; then it is answered 504.
     request_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    # Ask Iceberg (metadata only, at most once per view every 30 s) whether a view whose
+    # Redis has no epoch key was ever written: a Redis lost before the server started then
+    # reads status error, not missing (serving.progress). Off for a server with no catalog.
+    offline_check: bool = True
     # Where spans go: printed to stdout, an OTLP/HTTP collector, or nowhere.
     trace_exporter: Literal["console", "otlp", "none"] = "console"
     # OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces (only with trace_exporter=otlp).

@@ -55,6 +55,7 @@ from serving.assembly import FeatureValue, Status, Tile, finish_many, from_ms, t
 from serving.breaker import BreakerState, CircuitBreaker
 from serving.config import ServingConfig
 from serving.metrics import ServingMetrics
+from serving.progress import OfflineProgress
 from sinks.base import Value
 from sinks.lua_scripts import load_script
 from sinks.redis_layout import EPOCH_LOST, completeness_key, decode_tiles, entity_key, epoch_key, window_key
@@ -230,7 +231,11 @@ class OnlineStore:
         *,
         serving: ServingConfig | None = None,
         metrics: ServingMetrics | None = None,
+        offline: OfflineProgress | None = None,
     ) -> None:
+        """``offline`` tells a view whose epoch key this process never saw lost from new
+        (``serving.progress``); without it, a Redis lost before this process started reads
+        ``missing`` until the job's next write marks the loss."""
         self._cfg = cfg or RedisConfig()
         self._serving = serving or ServingConfig()
         self._views = dict(views) if views is not None else load_views()
@@ -248,6 +253,7 @@ class OnlineStore:
         self._tracer = trace.get_tracer(__name__)
         # Views whose epoch key this process has read: from then on its absence means a lost Redis.
         self._seen_epoch: set[str] = set()
+        self._offline = offline
 
     @property
     def views(self) -> Mapping[str, FeatureView]:
@@ -305,6 +311,10 @@ class OnlineStore:
                 out = self._finish(refs, plans, stored, len(entity_rows), when_ms)
         self._latency.observe(time.perf_counter() - started)
         return out
+
+    def _written_offline(self, view: FeatureView) -> bool:
+        """An absent epoch on a view with offline progress: a Redis lost before this process saw it."""
+        return self._offline is not None and self._offline.has_progress(view) is True
 
     def _parse(self, features: Sequence[str]) -> list[FeatureRef]:
         """``parse_refs``, remembered per feature list: a model server asks for the same lists."""
@@ -415,7 +425,7 @@ class OnlineStore:
             at += len(names)
             if epoch is not None and epoch != _LOST:
                 self._seen_epoch.add(name)
-            elif epoch == _LOST or name in self._seen_epoch:
+            elif epoch == _LOST or name in self._seen_epoch or self._written_offline(plan.view):
                 result[name] = _ViewReply(None, [], [], "store_lost", [])
                 continue
             end_s = window_end_ms(plan.view, when_ms) // 1000

@@ -23,8 +23,6 @@ import logging
 import re
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
@@ -78,6 +76,11 @@ def is_staging_table(view: FeatureView, name: str) -> bool:
 
 def completeness_ms(progress: Table) -> int | None:
     """The offline completeness watermark: the newest closed period's end in the progress table."""
+    # Imported here: readers that only need the table names and the catalog
+    # (serving.progress) must not need pyarrow.
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     ends = progress.scan(selected_fields=("tile_end",)).to_arrow().column(0)
     newest = pc.max(ends.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())).as_py() if len(ends) else None
     return int(newest) if newest is not None else None

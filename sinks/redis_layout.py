@@ -44,13 +44,16 @@ apart from a first run: only a writer that has seen the view's data can.
    view's values are defaults with status ``error`` (reason ``store_lost``)
    while it is ``lost``, and while it is absent once the reading process has
    seen it: that covers a flushed Redis before the job's next write too.
+   A reader that never saw it asks Iceberg whether the view has committed
+   progress (``serving.progress``; ``parity serve`` does, unless
+   ``PARITY_SERVING_OFFLINE_CHECK=false``): if so, absent means lost.
 4. Repair takes ``lost`` back to complete; re-running it changes nothing.
 
-Not detected, as a key absent since before anyone saw it looks like a first
-run: keys evicted one by one while the epoch stays (run Redis with
-``maxmemory-policy noeviction``); a lost Redis read by a process started after
-the loss, until the job's next write marks it; a Redis replaced under a
-running job whose sinks Flink reopens before any write (they open unarmed).
+Not detected: keys evicted one by one while the epoch stays (run Redis with
+``maxmemory-policy noeviction``); a lost Redis read, before the job's next
+write, by a reader without the Iceberg check; a Redis replaced under a running
+job whose sinks Flink reopens before any write (they open unarmed, so nothing
+marks it until a reader with the check, or the job's next start, sees it).
 Restart the job after replacing Redis: its start repairs it.
 
 The late count: each late row once, across restarts and retried writes.

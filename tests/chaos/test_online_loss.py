@@ -20,6 +20,7 @@ from parity import jobctl
 from serving.assembly import Status, from_ms
 from serving.metrics import ServingMetrics
 from serving.online import OnlineStore
+from serving.progress import OfflineProgress
 from sinks import iceberg
 from sinks.repair import _offline_completeness
 from tests.chaos.test_continuity import START, _check_stores, _events, _send, _then
@@ -90,6 +91,14 @@ def test_a_redis_lost_mid_stream_reads_error_until_repaired(isolated):
         assert _lose(isolated) > len(users)
         # Before the job writes again: this reader saw the epoch, so its absence is a loss.
         assert _statuses(store, users, at) == {Status.ERROR}
+        # A reader started after the loss never saw the epoch: Iceberg's progress tells it.
+        started_after = OnlineStore(
+            isolated.redis, {"user_stats": user_stats}, offline=OfflineProgress(isolated.iceberg)
+        )
+        try:
+            assert _statuses(started_after, users, at) == {Status.ERROR}
+        finally:
+            started_after.close()
 
         second = _then(first, 12, 6, 800)
         _send(second, isolated.topic)

@@ -104,3 +104,39 @@ def test_a_dry_run_summary_says_what_it_would_do():
     text = "\n".join(summary.lines())
     assert "would rebuild" in text and "entities         3" in text and "set " not in text
     assert "2026-01-01T00:00:00+00:00" in text
+
+
+class _Progress:
+    """OfflineProgress with a fixed answer per view, counting the checks."""
+
+    def __init__(self, answers: dict[str, bool | None]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def has_progress(self, view) -> bool | None:
+        self.asked.append(view.name)
+        return self.answers[view.name]
+
+
+def test_a_store_lost_before_the_reader_started_is_a_loss_when_iceberg_has_progress(fake):
+    fake.strings.clear()  # FLUSHALL before this process ever read the epoch
+    fake.hashes.clear()
+    progress = _Progress({"user_stats": True, "spend": False})
+    metrics = ServingMetrics(CollectorRegistry())
+    store = OnlineStore(RedisConfig(key_prefix="t"), VIEWS, metrics=metrics, offline=progress)  # type: ignore[arg-type]
+    assert read(store) == {"user_stats:clicks_1d": Status.ERROR, "spend:orders_1d": Status.MISSING}
+    assert lost_count(metrics) == 1
+
+
+def test_the_offline_check_is_asked_only_while_the_epoch_is_absent(fake):
+    progress = _Progress({"user_stats": True, "spend": True})
+    store = OnlineStore(RedisConfig(key_prefix="t"), VIEWS, offline=progress)  # type: ignore[arg-type]
+    assert read(store) == {"user_stats:clicks_1d": Status.PRESENT, "spend:orders_1d": Status.PRESENT}
+    assert progress.asked == []
+
+
+def test_a_catalog_that_cannot_answer_leaves_reads_as_without_the_check(fake):
+    del fake.strings[epoch_key("t", user_stats)]
+    progress = _Progress({"user_stats": None, "spend": None})
+    store = OnlineStore(RedisConfig(key_prefix="t"), VIEWS, offline=progress)  # type: ignore[arg-type]
+    assert read(store)["user_stats:clicks_1d"] is Status.PRESENT
