@@ -407,7 +407,12 @@ def _cmd_features(args: argparse.Namespace) -> int:
                 out[ref.qualified] = value
             results.append(out)
     else:
-        store = OnlineStore()
+        from serving.config import ServingConfig
+        from serving.progress import OfflineProgress
+
+        # A one-off read never saw the epoch key: ask Iceberg, as `parity serve` does.
+        check = OfflineProgress() if ServingConfig().offline_check else None
+        store = OnlineStore(offline=check)
         try:
             results = store.get_online_features(args.features, rows, as_of=when)
         finally:
