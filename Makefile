@@ -25,13 +25,13 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[client,dev,serve,bench,drift]'
+	$(PY) -m pip install -q -e '.[client,dev,serve,bench,drift,lineage]'
 	touch $@
 
 $(JOB_STAMP): pyproject.toml
 	$(PYTHON_BOOT) -m venv $(JOB_VENV)
 	$(JOB_PY) -m pip install -q --upgrade pip
-	$(JOB_PY) -m pip install -q -e '.[job]'
+	$(JOB_PY) -m pip install -q -e '.[job,lineage]'
 	touch $@
 
 setup: $(STAMP) $(JOB_STAMP) ## create both environments and fetch the service binaries and jars

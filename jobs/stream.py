@@ -45,6 +45,7 @@ from jobs.compiler import CompiledPipeline, compile_view, iceberg_catalog_ddl, q
 from jobs.console import say
 from jobs.decode import decoded_source_statements
 from jobs.offsets import TopicOffsets
+from parity import lineage
 from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RedisConfig, RegistryConfig
 from parity.errors import JobError
 from sinks import iceberg, repair
@@ -202,6 +203,24 @@ def run(args: argparse.Namespace) -> int:
     if args.parallelism:
         flink = flink.model_copy(update={"parallelism": args.parallelism})
     iceberg_cfg, redis_cfg, kafka = IcebergConfig(), RedisConfig(), KafkaConfig()
+    track = lineage.stream_run(view, kafka, iceberg_cfg, redis_cfg)
+    track.start()
+    try:
+        return _run(args, view, flink, iceberg_cfg, redis_cfg, kafka, track)
+    except BaseException as exc:
+        track.fail(exc)
+        raise
+
+
+def _run(
+    args: argparse.Namespace,
+    view: FeatureView,
+    flink: FlinkJobConfig,
+    iceberg_cfg: IcebergConfig,
+    redis_cfg: RedisConfig,
+    kafka: KafkaConfig,
+    track: lineage.LineageRun,
+) -> int:
     state_root = (flink.checkpoint_dir / view.qualified_name).resolve()
     plan = continuity.plan_start(
         view,
@@ -255,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
     job_id = str(client.get_job_id())
     log.info("job %s started for view %s (bounded=%s)", job_id, view.qualified_name, args.bounded)
     say(f"job {job_id} running: view {view.qualified_name}")
+    track.running(job_id)
     if args.detached:
         return 0
 
@@ -267,10 +287,12 @@ def run(args: argparse.Namespace) -> int:
         raise
     if finished:
         say(f"job {job_id} finished")
+        track.complete()
         return 0
     log.info("stopping job %s with a savepoint", job_id)
     savepoint = _stop_with_savepoint(client, directory=(state_root / "savepoints").as_uri())
     say(f"job {job_id} stopped with savepoint {savepoint}; the next run resumes from it")
+    track.complete(savepoint)
     return 0
 
 

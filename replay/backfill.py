@@ -43,7 +43,7 @@ from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.table import Table
 
 from features.definition import FeatureView
-from parity import jobctl
+from parity import jobctl, lineage
 from parity.config import IcebergConfig, RedisConfig
 from parity.errors import InputError, JobError
 from replay.diff import diff_tiles
@@ -143,7 +143,13 @@ def replay(
         "parity.source": source,
         "parity.dry_run": dry_run,
     }
-    with trace.get_tracer("parity.replay").start_as_current_span("replay", attributes=attributes) as span:
+    track = lineage.replay_run(
+        view, start, end, source=source, to_online=to_online, topic=topic, dry_run=dry_run
+    )
+    with (
+        trace.get_tracer("parity.replay").start_as_current_span("replay", attributes=attributes) as span,
+        track,
+    ):
         summary = _replay(view, start, end, source, dry_run, to_online, topic, say, job_env)
         span.set_attribute("parity.events_read", summary.events_read)
         span.set_attribute("parity.tiles_after", summary.tiles_after)
