@@ -156,7 +156,8 @@ def test_a_drained_job_stops_with_a_savepoint_and_the_next_run_resumes_it(isolat
     half = len(first) // 2
     _send(first[:half], isolated.topic)
     job = isolated.start_job("user_stats", bounded=False, drain=True)
-    wait_for(lambda: _offline_rows(isolated), timeout=300, what="tiles committed to Iceberg")
+    wait_for(lambda: _any_checkpoint(isolated), timeout=300, what="a completed checkpoint")
+    wait_for(lambda: _offline_rows(isolated), timeout=120, what="tiles committed to Iceberg")
     # Events still arriving when the operator stops the job: the drain reads to the end
     # offsets taken at the signal, then saves; the open hour travels in the savepoint.
     _send(first[half:], isolated.topic)

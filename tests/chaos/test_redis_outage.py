@@ -165,7 +165,12 @@ def test_the_job_rides_out_a_redis_fault(isolated, proxy, fault, seconds):
 
     last_event = max(reference.ms(e["event_time"]) for e in events)
     target = last_event - last_event % reference.HOUR_MS - reference.HOUR_MS
-    wait_for(lambda: (_completeness(isolated) or 0) >= target, timeout=300, what="the job to catch up")
+    wait_for(
+        lambda: (_completeness(isolated) or 0) >= target,
+        timeout=300,
+        what="the job to catch up",
+        detail=isolated.log_tail,
+    )
     restarts = _job_metric(job_id, "flink_jobmanager_job_numRestarts")
     if restarts_expected:
         assert restarts and restarts >= 1, f"the job never restarted:\n{isolated.log_tail()}"

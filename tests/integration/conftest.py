@@ -166,14 +166,15 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=30)
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
+def wait_for(condition, timeout: float, what: str, interval: float = 0.5, detail=None):
+    """``condition()``'s first truthy value; fails after ``timeout``, adding ``detail()`` if given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    pytest.fail(f"timed out after {timeout}s waiting for {what}" + (f":\n{detail()}" if detail else ""))
 
 
 @pytest.fixture
