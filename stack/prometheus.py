@@ -4,6 +4,7 @@ The Flink standalone cluster exposes its metrics through Flink's own
 Prometheus reporter (the wheel's plugins/metrics-prometheus), one port per
 JobManager and TaskManager. A streaming job in a local mini-cluster
 (``parity job run``) starts the same reporter on a port of its own range.
+It loads every alert rules file in deploy/prometheus (``*.rules.yml``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from stack.status import Info
 
 NAME = "prometheus"
 MARKER = "prometheus"
-RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "parity.rules.yml"
+RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+
+
+def rule_files() -> list[Path]:
+    """Every alert rules file of the repository (deploy/prometheus/*.rules.yml), in name order."""
+    return sorted(RULES_DIR.glob("*.rules.yml"))
 
 
 def config_text(cfg: StackConfig) -> str:
@@ -27,11 +33,12 @@ def config_text(cfg: StackConfig) -> str:
     flink_targets = ", ".join(f'"{cfg.host}:{port}"' for port in range(first, last + 1))
     first, last = cfg.job_metrics_ports
     job_targets = ", ".join(f'"{cfg.host}:{port}"' for port in range(first, last + 1))
+    rules = ", ".join(f'"{path}"' for path in rule_files())
     return (
         "global:\n"
         "  scrape_interval: 15s\n"
         "  evaluation_interval: 15s\n"
-        f'rule_files: ["{RULES}"]\n'
+        f"rule_files: [{rules}]\n"
         "scrape_configs:\n"
         "  - job_name: flink\n"
         f"    static_configs: [{{targets: [{flink_targets}]}}]\n"
