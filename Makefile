@@ -53,9 +53,10 @@ down: ## stop the local stack
 status: ## show which services are up
 	$(PY) -m stack status
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, and the import layers (pyproject's importlinter contracts)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP) ## mypy (strict) over the packages
 	$(VENV)/bin/mypy parity features schemas jobs sinks serving replay stack producer

@@ -40,14 +40,14 @@ from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment
 
 from features.definition import FeatureView
 from features.registry import get_view
-from jobs import continuity
+from jobs import continuity, lineage
 from jobs.compiler import CompiledPipeline, compile_view, iceberg_catalog_ddl, quote
 from jobs.console import say
 from jobs.decode import decoded_source_statements
 from jobs.offsets import TopicOffsets
-from parity import lineage
 from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RedisConfig, RegistryConfig
 from parity.errors import JobError
+from parity.lineage import LineageRun
 from sinks import iceberg, repair
 from sinks.flink_udf import late_events_udf, redis_completeness_udf, redis_tiles_udf
 from sinks.redis import connect
@@ -219,7 +219,7 @@ def _run(
     iceberg_cfg: IcebergConfig,
     redis_cfg: RedisConfig,
     kafka: KafkaConfig,
-    track: lineage.LineageRun,
+    track: LineageRun,
 ) -> int:
     state_root = (flink.checkpoint_dir / view.qualified_name).resolve()
     plan = continuity.plan_start(

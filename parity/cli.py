@@ -338,12 +338,14 @@ def _cmd_repair(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from features.registry import get_view
+    from jobs.lineage import repair_run
     from parity.config import IcebergConfig, RedisConfig
     from sinks.repair import repair_online
 
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     view, iceberg_cfg, redis_cfg = get_view(args.view), IcebergConfig(), RedisConfig()
-    summary = repair_online(view, iceberg_cfg, redis_cfg, dry_run=args.dry_run, wait_s=args.wait, say=say)
+    with repair_run(view, iceberg_cfg, redis_cfg, dry_run=args.dry_run):
+        summary = repair_online(view, iceberg_cfg, redis_cfg, dry_run=args.dry_run, wait_s=args.wait, say=say)
     print(json.dumps(asdict(summary), indent=2) if args.json else "\n".join(summary.lines()))
     return 0
 

@@ -21,6 +21,9 @@ Dataset names follow https://openlineage.io/docs/spec/naming:
 - Redis, which the spec does not name: namespace ``redis://<host>:<port>``,
   name ``<key prefix>:<view qualified name>``.
 
+The runs of the streaming job, replay and repair are described from a view
+in ``jobs.lineage``; this module knows no view, so every layer may use it.
+
 A job is ``<view qualified name>.<command>`` (``user_stats_v2.stream``,
 ``.replay``, ``.repair-online``) in ``PARITY_LINEAGE_NAMESPACE``. Facets:
 ``jobType`` and, for the jobs that run the compiled pipeline, ``sql``; the
@@ -43,16 +46,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from parity.config import DEFAULT_HOME, IcebergConfig, KafkaConfig, RedisConfig
-
-if TYPE_CHECKING:
-    from features.definition import FeatureView
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +301,8 @@ def build_event(
         run_facets["parity_run"] = run_facet(**fields, producer=PRODUCER)
     if spec.nominal is not None:
         run_facets["nominalTime"] = nominal_time_run.NominalTimeRunFacet(
-            nominalStartTime=_iso(spec.nominal[0]),
-            nominalEndTime=_iso(spec.nominal[1]),
+            nominalStartTime=iso_time(spec.nominal[0]),
+            nominalEndTime=iso_time(spec.nominal[1]),
             producer=PRODUCER,
         )
     if error is not None:
@@ -314,7 +314,7 @@ def build_event(
         )
     return RunEvent(
         eventType=RunState(state),
-        eventTime=_iso(datetime.now(UTC)),
+        eventTime=iso_time(datetime.now(UTC)),
         run=Run(runId=run_id, facets=run_facets),
         job=Job(namespace=namespace, name=spec.job, facets=job_facets),
         inputs=[InputDataset(d.namespace, d.name, facets=_dataset_facets(d)) for d in spec.inputs],
@@ -413,151 +413,5 @@ def _transport(cfg: LineageConfig) -> Any:
     return ConsoleTransport(ConsoleConfig())
 
 
-def _iso(when: datetime) -> str:
+def iso_time(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-# The runs of parity's commands, described from a view. They import the view's
-# layers when described, not here: this module sits beside config and errors.
-
-
-def stream_run(
-    view: FeatureView,
-    kafka: KafkaConfig,
-    iceberg_cfg: IcebergConfig,
-    redis_cfg: RedisConfig,
-    cfg: LineageConfig | None = None,
-) -> LineageRun:
-    """The streaming job: topic → tiles, progress and raw archive in Iceberg, and Redis."""
-
-    def describe() -> RunSpec:
-        tables = _view_tables(iceberg_cfg, view)
-        return _spec(
-            view,
-            "stream",
-            "STREAMING",
-            sql=compiled_sql(view),
-            inputs=(kafka_dataset(kafka, view.source.topic, source_columns(view)),),
-            outputs=(
-                tables["tiles"],
-                tables["progress"],
-                tables["raw"],
-                redis_dataset(redis_cfg, view.qualified_name),
-            ),
-        )
-
-    return LineageRun(describe, cfg)
-
-
-def replay_run(
-    view: FeatureView,
-    start: datetime,
-    end: datetime,
-    *,
-    source: str,
-    to_online: bool,
-    topic: str | None = None,
-    dry_run: bool = False,
-    cfg: LineageConfig | None = None,
-) -> LineageRun:
-    """A replay of [start, end): the raw archive (or the topic) → the tiles table (and Redis).
-
-    The progress table is not an output: a replay leaves it as the stream wrote it.
-    A dry run changes no dataset: it emits nothing.
-    """
-
-    def describe() -> RunSpec:
-        tables = _view_tables(IcebergConfig(), view)
-        if source == "kafka":
-            upstream = kafka_dataset(KafkaConfig(), topic or view.source.topic, source_columns(view))
-        else:
-            upstream = tables["raw"]
-        outputs = [tables["tiles"]]
-        if to_online:
-            outputs.append(redis_dataset(RedisConfig(), view.qualified_name))
-        fields = {"rangeStart": _iso(start), "rangeEnd": _iso(end), "source": source, "toOnline": to_online}
-        return _spec(
-            view,
-            "replay",
-            "BATCH",
-            sql=compiled_sql(view),
-            inputs=(upstream,),
-            outputs=tuple(outputs),
-            nominal=(start, end),
-            run_fields=fields,
-        )
-
-    return LineageRun(describe, off() if dry_run else cfg)
-
-
-def repair_run(
-    view: FeatureView,
-    iceberg_cfg: IcebergConfig,
-    redis_cfg: RedisConfig,
-    *,
-    dry_run: bool = False,
-    cfg: LineageConfig | None = None,
-) -> LineageRun:
-    """A rebuild of the online store: the Iceberg tiles → Redis. A dry run emits nothing."""
-
-    def describe() -> RunSpec:
-        tiles = _view_tables(iceberg_cfg, view)["tiles"]
-        return _spec(
-            view,
-            "repair-online",
-            "BATCH",
-            inputs=(tiles,),
-            outputs=(redis_dataset(redis_cfg, view.qualified_name),),
-        )
-
-    return LineageRun(describe, off() if dry_run else cfg)
-
-
-def _spec(
-    view: FeatureView, command: str, processing: Literal["STREAMING", "BATCH"], **details: Any
-) -> RunSpec:
-    name = view.qualified_name
-    return RunSpec(f"{name}.{command}", processing, name, view.version, **details)
-
-
-def _view_tables(cfg: IcebergConfig, view: FeatureView) -> dict[str, Dataset]:
-    """The view's Iceberg tables, by kind, with the columns of their schemas."""
-    from sinks import iceberg
-
-    kinds = {
-        "tiles": (iceberg.tiles_table(view), iceberg.tiles_schema(view)),
-        "progress": (iceberg.progress_table(view), iceberg.progress_schema()),
-        "raw": (iceberg.raw_table(view), iceberg.raw_schema(view)),
-    }
-    return {
-        kind: iceberg_dataset(
-            cfg, table, tuple(Column(f.name, str(f.field_type), f.doc) for f in schema.fields)
-        )
-        for kind, (table, schema) in kinds.items()
-    }
-
-
-def compiled_sql(view: FeatureView) -> str:
-    """The view's pipeline SQL exactly as ``parity views <view> --sql`` prints it, final newline included,
-    so that ``parity views <view> --sql | sha256sum`` gives the ``parity_view`` facet's hash."""
-    from jobs.compiler import compile_view
-
-    pipeline = compile_view(view)
-    return f"-- {pipeline.tiles_view}\n{pipeline.tile_query};\n\n-- progress\n{pipeline.progress_query};\n"
-
-
-def source_columns(view: FeatureView) -> tuple[Column, ...]:
-    """The fields of the view's reader schema: the newest version committed, which the registry holds."""
-    from schemas import avro
-
-    fields = avro.latest(view.source.schema).parsed["fields"]
-    return tuple(Column(f["name"], avro_type(f["type"]), f.get("doc")) for f in fields)
-
-
-def avro_type(schema: Any) -> str:
-    """A short name of an Avro type: ``string``, ``timestamp-millis``, ``enum``, ``union[null, enum]``."""
-    if isinstance(schema, list):
-        return f"union[{', '.join(avro_type(branch) for branch in schema)}]"
-    if isinstance(schema, dict):
-        return str(schema.get("logicalType") or avro_type(schema["type"]))
-    return str(schema)

@@ -43,7 +43,8 @@ from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.table import Table
 
 from features.definition import FeatureView
-from parity import jobctl, lineage
+from jobs import lineage
+from parity import jobctl
 from parity.config import IcebergConfig, RedisConfig
 from parity.errors import InputError, JobError
 from replay.diff import diff_tiles

@@ -32,7 +32,6 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
 from features.definition import FeatureView
-from parity import lineage
 from parity.config import IcebergConfig, RedisConfig
 from sinks import iceberg
 from sinks.base import TileRow
@@ -94,18 +93,6 @@ def repair_online(
     Raises:
         SinkError: Redis did not answer or did not take a write.
     """
-    with lineage.repair_run(view, iceberg_cfg, redis_cfg, dry_run=dry_run):
-        return _repair(view, iceberg_cfg, redis_cfg, dry_run, wait_s, say)
-
-
-def _repair(
-    view: FeatureView,
-    iceberg_cfg: IcebergConfig,
-    redis_cfg: RedisConfig,
-    dry_run: bool,
-    wait_s: float,
-    say: Say,
-) -> RepairSummary:
     began = time.monotonic()
     catalog = iceberg.open_catalog(iceberg_cfg)
     sink = RedisTileSink(view, redis_cfg)

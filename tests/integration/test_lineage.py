@@ -14,12 +14,12 @@ import pyarrow as pa
 import pytest
 
 from features.user_stats import view as user_stats
+from parity import cli
 from parity.config import IcebergConfig, KafkaConfig, RedisConfig, RegistryConfig
 from producer.generate import GeneratorConfig, generate
 from producer.produce import produce_events
 from replay.backfill import replay
 from sinks import iceberg
-from sinks.repair import repair_online
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ def test_a_failed_replay_ends_fail_and_a_repair_reads_the_tiles_into_redis(env):
     # Past what is closed: refused before any job runs.
     with pytest.raises(Exception, match="past what"):
         replay(user_stats, START, START + timedelta(hours=HOURS + 1), say=lambda _: None)
-    repair_online(user_stats, cfg, isolated.redis, say=lambda _: None)
+    assert cli.main(["repair-online", "user_stats"]) == 0  # the command emits the run
 
     failed_start, failed, repair_start, repaired = _events(path)
     assert [failed_start["eventType"], failed["eventType"]] == ["START", "FAIL"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from openlineage.client.serde import Serde
 
+from jobs import lineage as runs
 from parity import lineage
 from parity.config import IcebergConfig, KafkaConfig, RedisConfig
 from parity.lineage import LineageConfig
@@ -86,10 +87,10 @@ def test_redis_is_named_by_host_port_key_prefix_and_view():
 
 
 def test_avro_types_are_named_shortly():
-    assert lineage.avro_type("string") == "string"
-    assert lineage.avro_type({"type": "long", "logicalType": "timestamp-millis"}) == "timestamp-millis"
-    assert lineage.avro_type({"type": "enum", "name": "E", "symbols": ["a"]}) == "enum"
-    assert lineage.avro_type(["null", {"type": "enum", "name": "D", "symbols": ["x"]}]) == "union[null, enum]"
+    assert runs.avro_type("string") == "string"
+    assert runs.avro_type({"type": "long", "logicalType": "timestamp-millis"}) == "timestamp-millis"
+    assert runs.avro_type({"type": "enum", "name": "E", "symbols": ["a"]}) == "enum"
+    assert runs.avro_type(["null", {"type": "enum", "name": "D", "symbols": ["x"]}]) == "union[null, enum]"
 
 
 # Configuration
@@ -136,7 +137,7 @@ def test_when_off_nothing_is_described_and_openlineage_is_not_imported():
 
 
 def test_replay_events_name_the_range_the_archive_and_the_tiles():
-    run = lineage.replay_run(
+    run = runs.replay_run(
         user_stats, START, END, source="iceberg", to_online=False, cfg=LineageConfig(transport="console")
     )
     start, complete = as_dict(run.event("START")), as_dict(run.event("COMPLETE"))
@@ -160,7 +161,7 @@ def test_replay_events_name_the_range_the_archive_and_the_tiles():
 
 
 def test_replay_to_online_also_writes_redis_and_a_kafka_replay_reads_the_topic():
-    run = lineage.replay_run(
+    run = runs.replay_run(
         user_stats,
         START,
         END,
@@ -181,7 +182,7 @@ def test_replay_to_online_also_writes_redis_and_a_kafka_replay_reads_the_topic()
 
 
 def test_the_kafka_input_has_the_schema_facet_of_the_reader_schema():
-    run = lineage.stream_run(user_stats, KAFKA, ICEBERG, REDIS, cfg=LineageConfig(transport="console"))
+    run = runs.stream_run(user_stats, KAFKA, ICEBERG, REDIS, cfg=LineageConfig(transport="console"))
     fields = as_dict(run.event("START"))["inputs"][0]["facets"]["schema"]["fields"]
     by_name = {f["name"]: f for f in fields}
     assert by_name["event_time"]["type"] == "timestamp-millis"
@@ -191,7 +192,7 @@ def test_the_kafka_input_has_the_schema_facet_of_the_reader_schema():
 
 def test_stream_events_go_start_running_complete_with_the_job_id_and_savepoint(tmp_path):
     cfg = file_cfg(tmp_path)
-    run = lineage.stream_run(user_stats, KAFKA, ICEBERG, REDIS, cfg=cfg)
+    run = runs.stream_run(user_stats, KAFKA, ICEBERG, REDIS, cfg=cfg)
     run.start()
     run.running("f00d")
     run.complete("file:///sp/savepoint-1")
@@ -223,12 +224,12 @@ def test_stream_events_go_start_running_complete_with_the_job_id_and_savepoint(t
 
 
 def test_the_stream_job_facets_carry_the_version_and_the_hash_of_the_compiled_sql():
-    run = lineage.stream_run(user_stats, KAFKA, ICEBERG, REDIS, cfg=LineageConfig(transport="console"))
+    run = runs.stream_run(user_stats, KAFKA, ICEBERG, REDIS, cfg=LineageConfig(transport="console"))
     facets = as_dict(run.event("START"))["job"]["facets"]
     view = facets["parity_view"]
     assert (view["view"], view["version"]) == ("user_stats_v1", 1)
     assert view["_schemaURL"] == lineage.VIEW_FACET_SCHEMA and view["_producer"] == lineage.PRODUCER
-    assert facets["sql"]["query"] == lineage.compiled_sql(user_stats)
+    assert facets["sql"]["query"] == runs.compiled_sql(user_stats)
     assert view["sqlSha256"] == lineage.sql_sha256(facets["sql"]["query"])
 
 
@@ -237,11 +238,11 @@ def test_the_sql_hashed_is_what_parity_views_sql_prints(capsys):
     from parity.cli import main
 
     assert main(["views", "user_stats", "--sql"]) == 0
-    assert capsys.readouterr().out == lineage.compiled_sql(view)
+    assert capsys.readouterr().out == runs.compiled_sql(view)
 
 
 def test_repair_events_read_the_tiles_and_write_redis():
-    run = lineage.repair_run(user_stats, ICEBERG, REDIS, cfg=LineageConfig(transport="console"))
+    run = runs.repair_run(user_stats, ICEBERG, REDIS, cfg=LineageConfig(transport="console"))
     event = as_dict(run.event("START"))
     assert event["job"]["name"] == "user_stats_v1.repair-online"
     assert names(event["inputs"]) == [("file", "/data/warehouse/features/user_stats_v1_tiles")]
@@ -252,20 +253,20 @@ def test_repair_events_read_the_tiles_and_write_redis():
 
 def test_a_failure_is_fail_with_its_message_and_a_cancellation_is_abort(tmp_path):
     cfg = file_cfg(tmp_path)
-    failed = lineage.repair_run(user_stats, ICEBERG, REDIS, cfg=cfg)
+    failed = runs.repair_run(user_stats, ICEBERG, REDIS, cfg=cfg)
     with pytest.raises(ValueError, match="boom"), failed:
         raise ValueError("boom")
-    interrupted = lineage.repair_run(user_stats, ICEBERG, REDIS, cfg=cfg)
+    interrupted = runs.repair_run(user_stats, ICEBERG, REDIS, cfg=cfg)
     with pytest.raises(KeyboardInterrupt), interrupted:
         raise KeyboardInterrupt
-    cancelled = lineage.stream_run(user_stats, KAFKA, ICEBERG, REDIS, cfg=cfg)
+    cancelled = runs.stream_run(user_stats, KAFKA, ICEBERG, REDIS, cfg=cfg)
     try:
         raise RuntimeError("org.apache.flink.runtime.client.JobCancellationException: Job was cancelled")
     except RuntimeError as cause:
         error = ValueError("the job of user_stats_v1 failed")
         error.__cause__ = cause
     cancelled.fail(error)
-    lineage.repair_run(user_stats, ICEBERG, REDIS, cfg=cfg).abort()
+    runs.repair_run(user_stats, ICEBERG, REDIS, cfg=cfg).abort()
     events = read_events(cfg)
     assert [e["eventType"] for e in events] == ["START", "FAIL", "START", "ABORT", "ABORT", "ABORT"]
     assert "errorMessage" not in events[-1]["run"]["facets"]
@@ -275,9 +276,9 @@ def test_a_failure_is_fail_with_its_message_and_a_cancellation_is_abort(tmp_path
 
 def test_a_dry_run_emits_nothing(tmp_path):
     cfg = file_cfg(tmp_path)
-    with lineage.replay_run(user_stats, START, END, source="iceberg", to_online=False, dry_run=True, cfg=cfg):
+    with runs.replay_run(user_stats, START, END, source="iceberg", to_online=False, dry_run=True, cfg=cfg):
         pass
-    with lineage.repair_run(user_stats, ICEBERG, REDIS, dry_run=True, cfg=cfg):
+    with runs.repair_run(user_stats, ICEBERG, REDIS, dry_run=True, cfg=cfg):
         pass
     assert not cfg.file_path.exists()
 
@@ -291,7 +292,7 @@ def test_an_unwritable_destination_or_a_broken_description_is_logged_never_raise
         raise RuntimeError("no schema")
 
     with caplog.at_level(logging.WARNING, logger="parity.lineage"):
-        with lineage.repair_run(user_stats, ICEBERG, REDIS, cfg=cfg) as run:
+        with runs.repair_run(user_stats, ICEBERG, REDIS, cfg=cfg) as run:
             run.running("f00d")
         with lineage.LineageRun(broken, cfg=LineageConfig(transport="console")):
             pass
@@ -311,6 +312,6 @@ def test_an_unreachable_http_backend_is_one_quick_try(caplog):
     cfg = LineageConfig(transport="http", http_url=f"http://127.0.0.1:{port}", http_timeout_s=1.0)
     began = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="parity.lineage"):
-        lineage.repair_run(user_stats, ICEBERG, REDIS, cfg=cfg).start()
+        runs.repair_run(user_stats, ICEBERG, REDIS, cfg=cfg).start()
     assert time.monotonic() - began < 2.0
     assert "START event was not sent" in caplog.text
