@@ -581,6 +581,68 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     return 1 if report.drifted else 0
 
 
+def _add_shadow(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "shadow",
+        help="compare a candidate version of a view with the live one, online, entity by entity",
+        description="Read the same entities from the live version of a view and from a candidate\n"
+        "version (features/<view>_v<N>.py, whose job writes its own keys) in Redis, at the same\n"
+        "instant, and count per feature the entities whose values or statuses differ. Each\n"
+        "divergent read is logged with its trace id. Exits 1 when a feature's share of divergent\n"
+        "entities is above --threshold (serving/shadow.py says more).",
+        epilog="examples:\n"
+        "  parity shadow user_stats --candidate 3                 200 entities of the live version\n"
+        "  parity shadow user_stats --candidate 3 --entities ids.txt --threshold 0.01 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("view", help="feature view name (see `parity views`)")
+    p.add_argument(
+        "--candidate", type=int, required=True, metavar="VERSION", help="the candidate's version N"
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--entities", type=Path, metavar="FILE", help="entity ids to compare, one a line")
+    which.add_argument(
+        "--sample",
+        type=int,
+        default=200,
+        metavar="N",
+        help="compare up to N entities found in the live version's Redis (default 200)",
+    )
+    p.add_argument(
+        "--as-of",
+        type=_parse_time,
+        metavar="T",
+        help="the instant compared, ISO-8601 (default: the older completeness watermark of the two)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="largest acceptable share of divergent entities per feature, 0..1 (default 0)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_shadow)
+
+
+def _cmd_shadow(args: argparse.Namespace) -> int:
+    from serving.shadow import load_pair, read_entities, run_shadow
+
+    if not 0 <= args.threshold <= 1:
+        raise InputError(f"--threshold {args.threshold} must be between 0 and 1")
+    if args.sample < 1:
+        raise InputError("--sample must be at least 1")
+    entities = read_entities(args.entities) if args.entities is not None else None
+    live, candidate = load_pair(args.view, args.candidate)
+    report = run_shadow(live, candidate, entities=entities, sample=args.sample, as_of=args.as_of)
+    print(
+        json.dumps(report.as_dict(args.threshold), indent=2)
+        if args.json
+        else "\n".join(report.lines(args.threshold))
+    )
+    return 1 if report.above(args.threshold) else 0
+
+
 def _tracing_if_configured() -> None:
     """Export the CLI's spans (produce, replay) only when an exporter is configured explicitly."""
     import os
@@ -612,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_reset,
         _add_repair,
         _add_drift,
+        _add_shadow,
     )
     for add in adders:
         add(sub)
