@@ -15,6 +15,7 @@ from datetime import timedelta
 from enum import Enum
 from functools import cached_property
 from types import MappingProxyType
+from typing import Literal
 
 from parity.errors import DefinitionError
 
@@ -47,16 +48,33 @@ class AggKind(Enum):
     MAX = "max"
 
 
+# How an entity id is written to the served-feature log (serving/feature_log.py).
+LOG_KEY_MODES = ("hash", "redact", "plain")
+
+
 @dataclass(frozen=True)
 class Entity:
-    """What features describe (a user, an ad) and the key that names one."""
+    """What features describe (a user, an ad) and the key that names one.
+
+    Args:
+        log_key: how the served-feature log writes an entity id. ``hash`` (the
+            default): a keyed HMAC-SHA256, so records of one entity still join
+            up without the log holding the id; ``redact``: a fixed marker;
+            ``plain``: the id itself, only for ids that are not personal data.
+    """
 
     name: str
     join_key: str
+    log_key: Literal["hash", "redact", "plain"] = "hash"
 
     def __post_init__(self) -> None:
         _check_ident(self.name, "entity name")
         _check_ident(self.join_key, "entity join_key")
+        if self.log_key not in LOG_KEY_MODES:
+            raise DefinitionError(
+                f"entity {self.name!r}: log_key {self.log_key!r} is not one of {list(LOG_KEY_MODES)}; "
+                "ids are personal data unless declared otherwise, so the default is 'hash'."
+            )
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import re
+import signal
 import sys
 import time
 import warnings
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from features.registry import load_views
     from serving.config import ServingConfig
     from serving.online import OnlineStore
     from serving.progress import OfflineProgress
@@ -82,15 +84,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.telemetry import setup_tracing
 
     cfg = ServingConfig()
+    views = load_views()
+    feature_log = None
+    if cfg.log_sample_rate > 0:
+        from serving.feature_log import FeatureLogger
+
+        # Before the server starts: a missing hash key stops it with the setting to fix.
+        feature_log = FeatureLogger(views, cfg)
+        log.info("logging %g of reads to Kafka topic %s", cfg.log_sample_rate, feature_log.topic)
     provider = setup_tracing(cfg)
-    store = OnlineStore(serving=cfg, offline=OfflineProgress() if cfg.offline_check else None)
+    store = OnlineStore(
+        views=views,
+        serving=cfg,
+        offline=OfflineProgress() if cfg.offline_check else None,
+        feature_log=feature_log,
+    )
+    # uvicorn stops gracefully on SIGTERM, then raises it again; by default that ends the process
+    # before the finally below, and the log's queued records and the last spans would be lost.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(create_app(store, cfg), host=args.host, port=args.port, log_config=None)
     finally:
         store.close()
+        if feature_log is not None:
+            feature_log.close()
         if provider is not None:
             provider.shutdown()
     return 0
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # The status a shell gives a process SIGTERM ended, for whatever supervises the server.
+    raise SystemExit(128 + signum)
 
 
 def _cmd_skew(args: argparse.Namespace) -> int:

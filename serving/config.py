@@ -3,14 +3,14 @@
 Redis and Iceberg keep their own settings (``RedisConfig``, ``IcebergConfig``);
 these are the read path's own: how long a read may take, when the circuit
 breaker opens, how large a request may be, how many may run at once and for
-how long, where traces go.
+how long, where traces go, and which reads are logged (``serving.feature_log``).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -51,6 +51,19 @@ class ServingConfig(BaseSettings):
     trace_exporter: Literal["console", "otlp", "none"] = "console"
     # OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces (only with trace_exporter=otlp).
     otlp_endpoint: str | None = None
+    # Share of online reads whose served values are logged to Kafka (serving.feature_log);
+    # 0 turns the log off, and a read then does no logging work at all.
+    log_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    # Topic of the served-feature log; its values go under the subject <topic>-value.
+    log_topic: str = Field(default="parity.served-features", min_length=1)
+    # Sampled reads waiting for the log's thread; one more is dropped and counted, never waited for.
+    log_queue_size: int = Field(default=1000, ge=1)
+    # Key of the HMAC-SHA256 that hashes entity ids of views whose entity has log_key="hash".
+    # Required, at least 16 characters, as soon as such a view is logged; keep it secret and
+    # stable: records of one entity join up only under the same key.
+    log_hash_key: SecretStr | None = None
+    # How long closing the log may take to send what it still holds; the rest is dropped and counted.
+    log_close_timeout_s: float = Field(default=5.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _request_outlasts_a_redis_call(self) -> ServingConfig:

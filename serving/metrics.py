@@ -17,12 +17,19 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 # and ``timeout`` a 504: the server's capacity, not the caller's request, decided those.
 REJECTION_REASONS = ("invalid", "body_too_large", "too_large", "concurrency", "entities_in_flight", "timeout")
 
+# Why served-feature records never reached Kafka: the labels of feature_log_dropped_total.
+# queue_full: the log's queue was full when a read was sampled; registry: the schema registry
+# failed or refused; kafka: Kafka refused a record or did not acknowledge it; serialize: a record
+# did not fit the schema; closed: the log was closing, or closed before the record was sent.
+LOG_DROP_REASONS = ("queue_full", "registry", "kafka", "serialize", "closed")
+
 # Reads are sub-millisecond when healthy and bounded by the timeout when not.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class ServingMetrics:
-    """Latency, errors and defaults served, per source (``redis``, ``iceberg``); HTTP refusals."""
+    """Latency, errors and defaults served, per source (``redis``, ``iceberg``); HTTP refusals; the
+    served-feature log."""
 
     _default: ClassVar[ServingMetrics | None] = None
     _lock: ClassVar[threading.Lock] = threading.Lock()
@@ -75,12 +82,26 @@ class ServingMetrics:
             ["reason"],
             registry=registry,
         )
+        self.log_records = Counter(
+            "feature_log_records_total",
+            "Served-feature records (one per entity and view of a sampled read) Kafka acknowledged.",
+            registry=registry,
+        )
+        self.log_dropped = Counter(
+            "feature_log_dropped_total",
+            "Served-feature records that were not logged, by reason (queue_full, registry, kafka, "
+            "serialize, closed).",
+            ["reason"],
+            registry=registry,
+        )
         # Children exist from the start, so rates are defined before the first error.
         for source in ("redis", "iceberg"):
             self.latency.labels(source)
             self.errors.labels(source, "unavailable")
         for reason in REJECTION_REASONS:
             self.rejected.labels(reason)
+        for reason in LOG_DROP_REASONS:
+            self.log_dropped.labels(reason)
         self.breaker_open.labels("redis").set(0)
 
     @classmethod

@@ -40,7 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
 from opentelemetry import trace
@@ -60,6 +60,9 @@ from sinks.base import Value
 from sinks.lua_scripts import load_script
 from sinks.redis_layout import EPOCH_LOST, completeness_key, decode_tiles, entity_key, epoch_key, window_key
 from sinks.redis_windows import layout_args, slot_names
+
+if TYPE_CHECKING:  # only a served-feature logging process imports Kafka's client
+    from serving.feature_log import FeatureLogger
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +225,7 @@ class OnlineStore:
         views: the views that may be read; every view in ``features/`` by default.
         serving: timeouts and circuit-breaker settings; ``ServingConfig()`` by default.
         metrics: where to count; the process-wide registry by default.
+        feature_log: logs a sample of reads (``serving.feature_log``); the caller closes it.
     """
 
     def __init__(
@@ -232,6 +236,7 @@ class OnlineStore:
         serving: ServingConfig | None = None,
         metrics: ServingMetrics | None = None,
         offline: OfflineProgress | None = None,
+        feature_log: FeatureLogger | None = None,
     ) -> None:
         """``offline`` tells a view whose epoch key this process never saw lost from new
         (``serving.progress``); without it, a Redis lost before this process started reads
@@ -254,6 +259,7 @@ class OnlineStore:
         # Views whose epoch key this process has read: from then on its absence means a lost Redis.
         self._seen_epoch: set[str] = set()
         self._offline = offline
+        self._feature_log = feature_log
 
     @property
     def views(self) -> Mapping[str, FeatureView]:
@@ -309,6 +315,9 @@ class OnlineStore:
                 out = self._defaults(refs, len(entity_rows), when_ms)
             else:
                 out = self._finish(refs, plans, stored, len(entity_rows), when_ms)
+            # Sampled first: a read that is not logged builds nothing for the log.
+            if self._feature_log is not None and self._feature_log.sampled():
+                self._feature_log.log(refs, entities, out, span.get_span_context())
         self._latency.observe(time.perf_counter() - started)
         return out
 
