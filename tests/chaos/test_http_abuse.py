@@ -78,7 +78,9 @@ def server(isolated, tmp_path):
     seed(cfg)
     try:
         with HttpServer(
-            {"PARITY_REDIS_KEY_PREFIX": cfg.key_prefix, "PARITY_SERVING_TRACE_EXPORTER": "none"},
+            # The test's own Redis prefix and Iceberg namespace: the server's lost-store check
+            # asks that namespace whether the view was ever written.
+            isolated.env() | {"PARITY_SERVING_TRACE_EXPORTER": "none"},
             tmp_path / "serve.log",
         ) as base:
             yield base

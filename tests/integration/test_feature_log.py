@@ -148,15 +148,11 @@ def test_logged_records_equal_what_reads_returned_under_their_trace_id_with_hash
 def test_serve_logs_sampled_http_reads(isolated, tmp_path):
     topic = f"{isolated.topic}.served-http"
     watermark = seed_users(isolated)
-    env = {
-        "PARITY_REDIS_KEY_PREFIX": isolated.redis.key_prefix,
+    env = isolated.env() | {
         "PARITY_SERVING_LOG_SAMPLE_RATE": "1",
         "PARITY_SERVING_LOG_TOPIC": topic,
         "PARITY_SERVING_LOG_HASH_KEY": KEY,
         "PARITY_SERVING_TRACE_EXPORTER": "console",
-        # The shared catalog may hold this view's progress, and this Redis prefix is new: the
-        # lost-store check would then answer every read with status error.
-        "PARITY_SERVING_OFFLINE_CHECK": "false",
     }
     log = tmp_path / "serve.log"
     body = {

@@ -70,6 +70,7 @@ def seed(iso, rows: list[TileRow], closed_hours: int) -> int:
     sink = RedisTileSink(user_stats, iso.redis, clock=lambda: watermark)
     sink.open()
     try:
+        sink.set_epoch("fresh")  # as the job does when it starts a view: this Redis is complete
         sink.write(rows)
         sink.advance_completeness(watermark)
     finally:

@@ -157,6 +157,9 @@ def http_server(tmp_path):
     prefix = f"http{os.getpid()}"
     env = {
         "PARITY_REDIS_KEY_PREFIX": prefix,
+        # An Iceberg namespace of its own, where the view was never written: the server's
+        # lost-store check then reads the tiles this prefix holds as they are.
+        "PARITY_ICEBERG_NAMESPACE": prefix,
         "PARITY_SERVING_MAX_ENTITIES": "5",
         "PARITY_SERVING_TRACE_EXPORTER": "console",
     }
