@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from parity.errors import ConfigError
 
 # Everything the local stack writes lives under one gitignored folder.
 DEFAULT_HOME = Path(".parity")
@@ -38,19 +40,82 @@ class RegistryConfig(BaseSettings):
 
 
 class RedisConfig(BaseSettings):
-    """The online store."""
+    """The online store, and how to reach it: plain by default, or as an ACL user, over TLS.
 
-    model_config = _settings("PARITY_REDIS_")
+    Clients are built from these settings in one place, ``sinks.redis.client_kwargs``.
+    """
+
+    # A failed check would otherwise print every input value, the password among them.
+    model_config = _settings("PARITY_REDIS_") | SettingsConfigDict(hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=16379, ge=1, le=65535)
     db: int = Field(default=0, ge=0)
+    # An ACL user (Redis 6+); without one, a password authenticates the ``default`` user.
+    username: str | None = Field(default=None, min_length=1)
     password: SecretStr | None = None
+    # A file holding the password, e.g. a mounted secret: read each time a client connects,
+    # so a rotated password reaches new connections without a restart.
+    password_file: Path | None = None
+    tls: bool = False
+    # The CA that signed the server's certificate; the system's CAs when unset.
+    tls_ca_file: Path | None = None
+    # A client certificate, for a server that asks for one (tls-auth-clients); the key may
+    # sit in the certificate's file.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     key_prefix: str = "parity"
     socket_timeout_s: float = Field(default=0.5, gt=0)
     # How long the job's writes retry an unreachable or slow Redis (backoff 0.1 s
     # doubling to 2 s) before failing the job; 0 fails on the first error.
     write_retry_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_password_and_tls_files_with_tls(self) -> RedisConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set one of PARITY_REDIS_PASSWORD and PARITY_REDIS_PASSWORD_FILE, not both")
+        if self.username is not None and self.password is None and self.password_file is None:
+            raise ValueError(
+                "PARITY_REDIS_USERNAME needs PARITY_REDIS_PASSWORD or PARITY_REDIS_PASSWORD_FILE"
+            )
+        files = {
+            "TLS_CA_FILE": self.tls_ca_file,
+            "TLS_CERT_FILE": self.tls_cert_file,
+            "TLS_KEY_FILE": self.tls_key_file,
+        }
+        given = [name for name, path in files.items() if path is not None]
+        if given and not self.tls:
+            raise ValueError(f"PARITY_REDIS_{given[0]} is set but PARITY_REDIS_TLS is not true")
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError("PARITY_REDIS_TLS_KEY_FILE needs PARITY_REDIS_TLS_CERT_FILE")
+        # Checked here so a wrong path fails the command that reads the settings, not the
+        # first write of a running job.
+        files["PASSWORD_FILE"] = self.password_file
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise ValueError(f"PARITY_REDIS_{name}: no file at {path}")
+        return self
+
+    def password_value(self) -> str | None:
+        """The password, read from ``password_file`` now if that is where it is.
+
+        Raises:
+            ConfigError: the password file cannot be read or is empty.
+        """
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is None:
+            return None
+        try:
+            # One trailing newline is how files are written, never part of a password.
+            text = self.password_file.read_text().removesuffix("\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"PARITY_REDIS_PASSWORD_FILE: cannot read {self.password_file}: {exc.strerror}"
+            ) from exc
+        if not text:
+            raise ConfigError(f"PARITY_REDIS_PASSWORD_FILE: {self.password_file} is empty")
+        return text
 
 
 class IcebergConfig(BaseSettings):

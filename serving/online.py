@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import redis
 from opentelemetry import trace
 from redis.backoff import NoBackoff
+from redis.exceptions import NoPermissionError
 from redis.retry import Retry
 
 from features.definition import FeatureView, OnStale
@@ -58,6 +59,7 @@ from serving.metrics import ServingMetrics
 from serving.progress import OfflineProgress
 from sinks.base import Value
 from sinks.lua_scripts import load_script
+from sinks.redis import client_kwargs, explain
 from sinks.redis_layout import EPOCH_LOST, completeness_key, decode_tiles, entity_key, epoch_key, window_key
 from sinks.redis_windows import layout_args, slot_names
 
@@ -204,17 +206,16 @@ def connect(cfg: RedisConfig, timeout_s: float) -> redis.Redis:
 
     redis-py retries timeouts with backoff by default, which turns a dead
     Redis into a read that takes seconds; a read must fail fast instead.
+    Login and TLS come from ``sinks.redis.client_kwargs``, as for every client.
     """
-    return redis.Redis(
-        host=cfg.host,
-        port=cfg.port,
-        db=cfg.db,
-        password=cfg.password.get_secret_value() if cfg.password else None,
+    kwargs = client_kwargs(cfg)
+    kwargs.update(
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
     )
+    return redis.Redis(**kwargs)
 
 
 class OnlineStore:
@@ -344,7 +345,9 @@ class OnlineStore:
         try:
             raw = self._client.get(completeness_key(self._cfg.key_prefix, view))
         except redis.RedisError as exc:
-            raise ReadError(f"Redis at {self._cfg.host}:{self._cfg.port} did not answer: {exc}") from exc
+            raise ReadError(
+                f"Redis at {self._cfg.host}:{self._cfg.port} did not answer: {explain(self._cfg, exc)}"
+            ) from exc
         return int(raw) if raw is not None else None
 
     def tiles(self, view: FeatureView, entity: str) -> list[Tile]:
@@ -356,7 +359,9 @@ class OnlineStore:
         try:
             stored = self._client.hgetall(entity_key(self._cfg.key_prefix, view, entity))
         except redis.RedisError as exc:
-            raise ReadError(f"Redis at {self._cfg.host}:{self._cfg.port} did not answer: {exc}") from exc
+            raise ReadError(
+                f"Redis at {self._cfg.host}:{self._cfg.port} did not answer: {explain(self._cfg, exc)}"
+            ) from exc
         return [Tile(s, e, v) for s, e, v in decode_tiles(view, stored)]
 
     def sample_entities(self, view: FeatureView, limit: int) -> list[str]:
@@ -373,7 +378,9 @@ class OnlineStore:
                 if len(found) >= limit:
                     break
         except redis.RedisError as exc:
-            raise ReadError(f"Redis at {self._cfg.host}:{self._cfg.port} did not answer: {exc}") from exc
+            raise ReadError(
+                f"Redis at {self._cfg.host}:{self._cfg.port} did not answer: {explain(self._cfg, exc)}"
+            ) from exc
         return found
 
     def _fetch_guarded(
@@ -403,10 +410,10 @@ class OnlineStore:
                     self._breaker.failure()
                 raise
             self._breaker.failure()
-            reason = "timeout" if isinstance(exc, redis.TimeoutError) else "unavailable"
+            reason = failure_reason(exc)
             self._metrics.errors.labels(SOURCE, reason).inc()
             self._breaker_open.set(self._breaker.state is not BreakerState.CLOSED)
-            log.warning("online read failed (%s), serving defaults: %s", reason, exc)
+            log.warning("online read failed (%s), serving defaults: %s", reason, explain(self._cfg, exc))
             return None
         self._breaker.success()
         self._breaker_open.set(0)
@@ -577,6 +584,15 @@ def store_failed(exc: BaseException) -> bool:
     and an encoding error never reaches Redis either: neither is the store's.
     """
     return isinstance(exc, redis.RedisError) and not isinstance(exc, redis.DataError)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The ``reason`` label of a store failure: a refused login is a setting to fix, not an outage."""
+    if isinstance(exc, redis.TimeoutError):
+        return "timeout"
+    if isinstance(exc, (redis.AuthenticationError, NoPermissionError)):
+        return "auth"
+    return "unavailable"
 
 
 def _glob_escape(text: str) -> str:

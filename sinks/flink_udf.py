@@ -215,7 +215,5 @@ def redis_completeness_udf(view_name: str, redis: RedisConfig) -> Any:
 
 
 def _settings(cfg: RedisConfig) -> dict[str, Any]:
-    settings = cfg.model_dump()
-    if cfg.password is not None:
-        settings["password"] = cfg.password.get_secret_value()
-    return settings
+    # The password stays a SecretStr (it pickles as one), so the settings' repr never shows it.
+    return cfg.model_dump()

@@ -21,12 +21,18 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.credentials import CredentialProvider
+from redis.exceptions import NoPermissionError
+from redis.retry import Retry
 
 from features.definition import FeatureView
 from parity.config import RedisConfig
-from parity.errors import SinkError
+from parity.errors import ConfigError, SinkError
 from sinks.base import TileRow, WriteResult
 from sinks.lua_scripts import load_script
 from sinks.redis_layout import (
@@ -44,16 +50,96 @@ from sinks.redis_windows import layout_args
 log = logging.getLogger(__name__)
 
 
+def client_kwargs(cfg: RedisConfig) -> dict[str, Any]:
+    """``redis.Redis`` arguments for ``cfg``: every client of the online store is built from these.
+
+    The password stays out of them: a credential provider reads it when a
+    connection opens (from ``password_file`` then, if that is where it is).
+    redis-py's own retries are off: the callers retry (the job's backoff, the
+    reads' breaker), and redis-py 6+ retries by default, a wrong password too
+    (an ``AuthenticationError`` is a ``ConnectionError``), turning it into
+    seconds of waiting.
+    """
+    kwargs: dict[str, Any] = {
+        "host": cfg.host,
+        "port": cfg.port,
+        "db": cfg.db,
+        "socket_timeout": cfg.socket_timeout_s,
+        "socket_connect_timeout": cfg.socket_timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if cfg.password is not None or cfg.password_file is not None:
+        kwargs["credential_provider"] = _Credentials(cfg)
+    if cfg.tls:
+        kwargs.update(
+            ssl=True,
+            ssl_ca_certs=_path(cfg.tls_ca_file),
+            ssl_certfile=_path(cfg.tls_cert_file),
+            ssl_keyfile=_path(cfg.tls_key_file),
+            ssl_cert_reqs="required",
+            # redis-py 5 (the job's) leaves the name unchecked by default, 6+ checks it: say so.
+            ssl_check_hostname=True,
+        )
+    return kwargs
+
+
 def connect(cfg: RedisConfig) -> redis.Redis:
     """A client with bounded timeouts, so a slow Redis fails a call instead of hanging it."""
-    return redis.Redis(
-        host=cfg.host,
-        port=cfg.port,
-        db=cfg.db,
-        password=cfg.password.get_secret_value() if cfg.password else None,
-        socket_timeout=cfg.socket_timeout_s,
-        socket_connect_timeout=cfg.socket_timeout_s,
-    )
+    return redis.Redis(**client_kwargs(cfg))
+
+
+def explain(cfg: RedisConfig, exc: BaseException) -> str:
+    """The error's text, and for a refused login or TLS handshake the settings to look at."""
+    text = str(exc).rstrip(".")
+    if isinstance(exc, _PasswordFileError):
+        return text
+    if isinstance(exc, redis.AuthenticationError):
+        if cfg.password is None and cfg.password_file is None:
+            return f"{text}: Redis wants a login; set PARITY_REDIS_USERNAME and PARITY_REDIS_PASSWORD"
+        user = f"user {cfg.username!r}" if cfg.username else "the default user"
+        return (
+            f"{text}: Redis refused {user}; check PARITY_REDIS_USERNAME and PARITY_REDIS_PASSWORD"
+            " (or PARITY_REDIS_PASSWORD_FILE)"
+        )
+    if isinstance(exc, NoPermissionError):
+        return f"{text}: the ACL user PARITY_REDIS_USERNAME={cfg.username} lacks a command or key it needs"
+    if isinstance(exc, redis.ConnectionError) and not isinstance(exc, redis.TimeoutError):
+        if cfg.tls and _is_tls_failure(text):
+            return (
+                f"{text}: the TLS handshake with {cfg.host}:{cfg.port} failed; check "
+                "PARITY_REDIS_TLS_CA_FILE (the CA that signed the server's certificate, which "
+                f"must name {cfg.host}) and PARITY_REDIS_TLS_CERT_FILE if the server asks for one"
+            )
+        if not cfg.tls and ("reset" in text or "closed" in text):
+            return f"{text}: if {cfg.host}:{cfg.port} only takes TLS, set PARITY_REDIS_TLS=true"
+    return text
+
+
+class _PasswordFileError(redis.AuthenticationError):
+    """The password file could not be read when a connection opened."""
+
+
+class _Credentials(CredentialProvider):
+    """The username and password, the password read only when a connection asks for it."""
+
+    def __init__(self, cfg: RedisConfig) -> None:
+        self._cfg = cfg
+
+    def get_credentials(self) -> tuple[str] | tuple[str, str]:
+        try:
+            password = self._cfg.password_value() or ""
+        except ConfigError as exc:
+            # A redis error, so reads degrade and writes fail like any other refused login.
+            raise _PasswordFileError(str(exc)) from exc
+        return (self._cfg.username, password) if self._cfg.username else (password,)
+
+
+def _path(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
+def _is_tls_failure(text: str) -> bool:
+    return any(mark in text for mark in ("SSL", "certificate", "TLS"))
 
 
 class RedisTileSink:
@@ -128,9 +214,10 @@ class RedisTileSink:
         try:
             applied = sum(int(n) for n in pipe.execute())
         except redis.RedisError as exc:
-            raise SinkError(
+            raise self._failed(
                 f"Redis at {self._cfg.host}:{self._cfg.port} did not take {len(rows)} tiles of "
-                f"{self._view.qualified_name}: {exc}"
+                f"{self._view.qualified_name}",
+                exc,
             ) from exc
         return WriteResult(applied=applied, refused_stale=len(rows) - applied)
 
@@ -148,8 +235,8 @@ class RedisTileSink:
                 client=client,
             )
         except redis.RedisError as exc:
-            raise SinkError(
-                f"Redis did not take the completeness watermark of {self._view.qualified_name}: {exc}"
+            raise self._failed(
+                f"Redis did not take the completeness watermark of {self._view.qualified_name}", exc
             ) from exc
         if tile_end_ms < self._clock() - self._staleness_ms:
             return 0
@@ -178,8 +265,8 @@ class RedisTileSink:
                 if done < batch:
                     return total
         except redis.RedisError as exc:
-            raise SinkError(
-                f"Redis did not take the window values of {self._view.qualified_name}: {exc}"
+            raise self._failed(
+                f"Redis did not take the window values of {self._view.qualified_name}", exc
             ) from exc
 
     def completeness_ms(self) -> int | None:
@@ -196,8 +283,8 @@ class RedisTileSink:
         try:
             raw = self._require_client().get(self._epoch)
         except redis.RedisError as exc:
-            raise SinkError(
-                f"Redis did not answer for the epoch of {self._view.qualified_name}: {exc}"
+            raise self._failed(
+                f"Redis did not answer for the epoch of {self._view.qualified_name}", exc
             ) from exc
         return raw.decode() if isinstance(raw, bytes) else None
 
@@ -213,7 +300,7 @@ class RedisTileSink:
         try:
             done = self._require_client().set(self._epoch, value, nx=only_if_absent)
         except redis.RedisError as exc:
-            raise SinkError(f"Redis did not take the epoch of {self._view.qualified_name}: {exc}") from exc
+            raise self._failed(f"Redis did not take the epoch of {self._view.qualified_name}", exc) from exc
         if done:
             self._armed = [self._epoch]
         return bool(done)
@@ -236,7 +323,7 @@ class RedisTileSink:
             pipe.execute()
         except redis.RedisError as exc:
             name = self._view.qualified_name
-            raise SinkError(f"Redis did not take the pruned marks of {name}: {exc}") from exc
+            raise self._failed(f"Redis did not take the pruned marks of {name}", exc) from exc
 
     def count_late(self, positions: Sequence[tuple[int, int]]) -> int:
         """Add late rows to the view's running total, each once; return the new total.
@@ -257,8 +344,8 @@ class RedisTileSink:
         try:
             return int(self._count_late(keys=keys, args=args, client=client))
         except redis.RedisError as exc:
-            raise SinkError(
-                f"Redis did not take the late-event count of {self._view.qualified_name}: {exc}"
+            raise self._failed(
+                f"Redis did not take the late-event count of {self._view.qualified_name}", exc
             ) from exc
 
     def flush(self) -> None:
@@ -271,6 +358,9 @@ class RedisTileSink:
 
     def _window_end_s(self, ms: int) -> int:
         return (ms - ms % self._view.tile_ms) // 1000
+
+    def _failed(self, what: str, exc: redis.RedisError) -> SinkError:
+        return SinkError(f"{what}: {explain(self._cfg, exc)}")
 
     def _require_client(self) -> redis.Redis:
         if self._client is None:

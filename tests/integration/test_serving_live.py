@@ -11,8 +11,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,15 +45,32 @@ def stack_is_up() -> None:
 
 
 class PrivateRedis:
-    def __init__(self, workdir: Path) -> None:
+    """A redis-server of the test's own on a free port, with nothing saved.
+
+    ``args`` add server settings (TLS, ACL users), ``port_option`` takes the free port
+    (``--tls-port`` for a TLS-only server, with ``--port 0`` in ``args``), and ``client``
+    holds the ``redis.Redis`` arguments the readiness check needs to get in.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        args: Sequence[str] = (),
+        port_option: str = "--port",
+        client: Mapping[str, Any] | None = None,
+    ) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.args = list(args)
+        self.port_option = port_option
+        self.client = dict(client or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        settings = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *self.args]
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, self.port_option, str(self.port), *settings],
             cwd=self.workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -66,7 +85,7 @@ class PrivateRedis:
 
     def _answers(self) -> bool:
         try:
-            client = redis.Redis(port=self.port, socket_timeout=0.2)
+            client = redis.Redis(**{"socket_timeout": 0.2, **self.client, "port": self.port})
             try:
                 return bool(client.ping())
             finally:
