@@ -49,9 +49,18 @@ class Backoff:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Redis was unreachable or slow, for this error or the library error it wraps."""
+    """Redis was unreachable or slow, for this error or the library error it wraps.
+
+    A refused login is a ``ConnectionError`` to redis-py, but waiting will not fix
+    credentials: it fails at once, naming them.
+    """
     transient = (redis.ConnectionError, redis.TimeoutError)
-    return isinstance(exc, transient) or isinstance(exc.__cause__, transient)
+    for error in (exc, exc.__cause__):
+        if isinstance(error, redis.AuthenticationError):
+            return False
+        if isinstance(error, transient):
+            return True
+    return False
 
 
 def retrying(

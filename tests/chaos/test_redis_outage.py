@@ -136,7 +136,7 @@ def test_the_job_rides_out_a_redis_fault(isolated, proxy, fault, seconds):
     checkpoint (as often as the outage lasts) and catches up. Either way nothing is lost."""
     restarts_expected = seconds > RedisConfig().write_retry_s
     events = _events(11, START, 30, 3000)
-    half = len(events) // 2
+    half, tail = len(events) // 2, len(events) * 9 // 10
     _send(events[:half], isolated.topic)
     cmd = jobctl.stream_command(
         "user_stats",
@@ -155,13 +155,17 @@ def test_the_job_rides_out_a_redis_fault(isolated, proxy, fault, seconds):
         proxy.delay_s = 2 * RedisConfig().socket_timeout_s
     else:
         proxy.cut()
-    _send(events[half:], isolated.topic)
+    _send(events[half:tail], isolated.topic)
     time.sleep(seconds)
     # A busy machine may reach the new events late: hold the fault until the job has
     # retried through it (a second request during the fault is a retry of the first).
     wait_for(lambda: proxy.faulted_requests >= 2, timeout=180, what="the job to write during the fault")
     proxy.restore()
     assert job.poll() is None, f"the job exited during the fault:\n{isolated.log_tail()}"
+    # Events go on arriving, in every partition. A restarted job's source starts each
+    # partition's watermark afresh, and one with no new event holds the view's
+    # completeness (see the README's "Not yet covered").
+    _send(events[tail:], isolated.topic)
 
     last_event = max(reference.ms(e["event_time"]) for e in events)
     target = last_event - last_event % reference.HOUR_MS - reference.HOUR_MS

@@ -113,6 +113,12 @@ def test_transient_means_unreachable_or_slow_whether_wrapped_or_not():
     assert not is_transient(ValueError())
 
 
+def test_a_refused_login_is_not_retried():
+    assert issubclass(redis.AuthenticationError, redis.ConnectionError)  # why it needs its own rule
+    assert not is_transient(redis.AuthenticationError())
+    assert not is_transient(_wrapped(redis.AuthenticationError()))
+
+
 def test_backoff_refuses_nonsense():
     with pytest.raises(ValueError, match="first_s"):
         Backoff(first_s=0)
