@@ -82,6 +82,8 @@ def table_environment(view: FeatureView, flink: FlinkJobConfig, *, streaming: bo
     # takes the files flushed at the end of a bounded input into the final commit. With
     # the older sink a bounded run once lost the archive's last files (1 run in 5 at 1M events).
     conf.set("table.exec.iceberg.use-v2-sink", "true")
+    if flink.source_idle_timeout_s > 0:
+        conf.set("table.exec.source.idle-timeout", f"{int(flink.source_idle_timeout_s * 1000)} ms")
     if streaming:
         checkpoints = (flink.checkpoint_dir / view.qualified_name).resolve()
         conf.set("execution.checkpointing.interval", f"{int(flink.checkpoint_interval_s * 1000)} ms")

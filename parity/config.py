@@ -162,6 +162,12 @@ class FlinkJobConfig(BaseSettings):
     # bundles mean Redis sees tiles sooner, larger ones mean fewer round trips.
     python_bundle_size: int = Field(default=1000, ge=1)
     python_bundle_time_ms: int = Field(default=200, ge=1)
+    # A Kafka partition with no new record for this long stops holding the watermark back
+    # (0: never). Without it one quiet partition holds the view's completeness, as does every
+    # partition with no new record after a restart or resume; with it, a partition's records
+    # that arrive behind the others' watermark after its idle spell are late (counted,
+    # archived, healed by a replay).
+    source_idle_timeout_s: float = Field(default=0.0, ge=0)
     # Flink's Prometheus reporter for a streaming job in the local mini-cluster
     # (`parity job run`): a port or a range, one port per running job; "" turns it
     # off. Jobs on the standalone cluster use the cluster's reporter instead.
