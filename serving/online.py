@@ -322,6 +322,27 @@ class OnlineStore:
         self._latency.observe(time.perf_counter() - started)
         return out
 
+    def lost_views(self) -> list[str] | None:
+        """The views whose Redis was lost (the epoch contract), in one MGET; None if Redis
+        does not answer. Never raises."""
+        plans = list(self._plans.items())
+        try:
+            epochs: list[bytes | None] = self._client.mget([plan.epoch_key for _, plan in plans])  # type: ignore[assignment]
+        except redis.RedisError:
+            return None
+        return [
+            name
+            for (name, plan), epoch in zip(plans, epochs, strict=True)
+            if self._lost(name, plan.view, epoch)
+        ]
+
+    def _lost(self, name: str, view: FeatureView, epoch: bytes | None) -> bool:
+        """Whether a view's epoch value says its Redis was lost; remembers epochs it has seen."""
+        if epoch is not None and epoch != _LOST:
+            self._seen_epoch.add(name)
+            return False
+        return epoch == _LOST or name in self._seen_epoch or self._written_offline(view)
+
     def _written_offline(self, view: FeatureView) -> bool:
         """An absent epoch on a view with offline progress: a Redis lost before this process saw it."""
         return self._offline is not None and self._offline.has_progress(view) is True
@@ -439,9 +460,7 @@ class OnlineStore:
             names = entities[name]
             stored_values = replies[at : at + len(names)]
             at += len(names)
-            if epoch is not None and epoch != _LOST:
-                self._seen_epoch.add(name)
-            elif epoch == _LOST or name in self._seen_epoch or self._written_offline(plan.view):
+            if self._lost(name, plan.view, epoch):
                 result[name] = _ViewReply(None, [], [], "store_lost", [])
                 continue
             end_s = window_end_ms(plan.view, when_ms) // 1000

@@ -4,7 +4,8 @@
 [{"user_id": "u1"}], "as_of": null}`` and answers one result per entity, in
 order, each feature with its value, status and window end. ``GET /metrics`` is
 Prometheus' text format; ``GET /healthz`` is 200 while Redis answers and 503
-when not, and names the circuit breaker's state.
+when not, names the circuit breaker's state, and lists the views whose Redis
+was lost (``lost_views``; status ``degraded``) until they are repaired.
 
 One caller cannot take reads from everyone else; each refusal names what to
 change and is counted in ``feature_requests_rejected_total{reason}``:
@@ -179,7 +180,11 @@ def create_app(store: OnlineStore, cfg: ServingConfig) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         ok = store.ping()
-        body = {"status": "ok" if ok else "degraded", "redis": ok, "circuit": store.breaker_state.value}
+        # A lost view is answered with defaults (status error) until repaired: the server
+        # still serves, so 200, but it says which views need `parity repair-online`.
+        lost = store.lost_views() if ok else None
+        status = "ok" if ok and not lost else "degraded"
+        body = {"status": status, "redis": ok, "circuit": store.breaker_state.value, "lost_views": lost or []}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")

@@ -20,6 +20,7 @@ from serving.metrics import ServingMetrics
 from serving.online import OnlineStore
 from serving.server import create_app
 from sinks.base import TileRow
+from sinks.redis_layout import EPOCH_LOST, epoch_key
 from tests.unit.test_serving_fakes import FakeRedis, down
 from tests.unit.views import user_stats
 
@@ -147,7 +148,12 @@ def test_metrics_and_health(http, fake):
     metrics = http.get("/metrics")
     assert metrics.status_code == 200
     assert 'feature_fetch_latency_seconds_count{source="redis"} 1.0' in metrics.text
-    assert http.get("/healthz").json() == {"status": "ok", "redis": True, "circuit": "closed"}
+    assert http.get("/healthz").json() == {
+        "status": "ok",
+        "redis": True,
+        "circuit": "closed",
+        "lost_views": [],
+    }
     fake.fail = down()
     health = http.get("/healthz")
     assert health.status_code == 503 and health.json()["status"] == "degraded"
@@ -386,3 +392,12 @@ def test_a_read_before_the_pruned_horizon_answers_beyond_horizon(http, fake):
     assert response.status_code == 200, response.text
     value = response.json()["results"][0]["features"]["user_stats:clicks_1d"]
     assert (value["value"], value["status"]) == (0, "beyond_horizon")
+
+
+def test_health_names_a_lost_view_and_stays_200(http, fake):
+    fake.strings[epoch_key("t", user_stats)] = EPOCH_LOST.encode()
+    health = http.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded" and health.json()["lost_views"] == ["user_stats"]
+    fake.strings[epoch_key("t", user_stats)] = b"1767229200000 repair"
+    assert http.get("/healthz").json()["lost_views"] == []
