@@ -3,6 +3,8 @@
     python -m serving serve [--host 127.0.0.1] [--port 8000]
     python -m serving skew user_stats [--sample 200] [--threshold 0.01] [--every 60s]
                                       [--metrics-port 9464 | --textfile PATH] [--json]
+    python -m serving skew user_stats --from-log [--log-topic T] [--max-records 10000]
+                                      [--since ISO] [--threshold 0.01] [--json]
 
 Every failure exits 1 with a one-line cause; the skew check exits 1 when the
 share of differing entities is above the threshold.
@@ -18,7 +20,9 @@ import signal
 import sys
 import time
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from parity.errors import InputError, run_command
 
@@ -34,6 +38,16 @@ def parse_duration(text: str) -> float:
     if not match or float(match.group(1)) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration such as 60s, 5m or 1h")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _utc_time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time such as 2026-01-01T00:00Z") from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; write e.g. 2026-01-01T00:00Z")
+    return when.astimezone(UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--metrics-port", type=int, help="serve the skew gauges on this port")
     target.add_argument("--textfile", type=Path, help="write the gauges here (node-exporter textfile)")
     skew.add_argument("--json", action="store_true", help="machine-readable summary")
+    logged = skew.add_argument_group("served-feature log", "compare what reads served, as logged, instead")
+    logged.add_argument("--from-log", action="store_true", help="compare logged reads with Iceberg")
+    logged.add_argument("--log-topic", help="the log topic (default: PARITY_SERVING_LOG_TOPIC)")
+    logged.add_argument("--max-records", type=int, default=10_000, help="records to compare (default 10000)")
+    logged.add_argument("--since", type=_utc_time, help="only reads served at or after this ISO time")
     skew.set_defaults(func=_cmd_skew)
     return parser
 
@@ -130,6 +149,8 @@ def _cmd_skew(args: argparse.Namespace) -> int:
 
     if not 0 <= args.threshold <= 1:
         raise InputError(f"--threshold {args.threshold} must be between 0 and 1")
+    if args.from_log:
+        return _cmd_log_skew(args)
     if args.sample < 1:
         raise InputError("--sample must be at least 1")
     view = get_view(args.view)
@@ -156,14 +177,8 @@ def _cmd_skew(args: argparse.Namespace) -> int:
             export(report, metrics, args.threshold)
             if args.textfile is not None:
                 write_to_textfile(str(args.textfile), registry)
-            code = 1 if report.ratio > args.threshold else 0
-            if args.json:
-                print(json.dumps({**report.as_dict(), "threshold": args.threshold, "ok": code == 0}))
-            else:
-                verdict = "ok" if code == 0 else f"above the threshold {args.threshold:.2%}"
-                print(f"{report.line()}: {verdict}")
-                for example in report.examples:
-                    print(f"  {example['entity']}: {json.dumps(example['features'])}")
+            examples = [f"{e['entity']}: {json.dumps(e['features'])}" for e in report.examples]
+            code = _verdict(report.ratio, report.as_dict(), report.line(), examples, args)
             sys.stdout.flush()
             runs += 1
             if args.every is None or (args.runs and runs >= args.runs):
@@ -171,6 +186,50 @@ def _cmd_skew(args: argparse.Namespace) -> int:
             time.sleep(args.every)
     finally:
         store.close()
+
+
+def _cmd_log_skew(args: argparse.Namespace) -> int:
+    from features.registry import get_view
+    from parity.config import IcebergConfig
+    from serving.config import ServingConfig
+    from serving.log_skew import check_log_skew
+    from serving.offline import load_tiles
+
+    if args.every is not None or args.metrics_port is not None or args.textfile is not None:
+        raise InputError(
+            "--from-log runs once and exports no gauges: drop --every, --metrics-port, --textfile"
+        )
+    if args.max_records < 1:
+        raise InputError("--max-records must be at least 1")
+    view = get_view(args.view)
+    cfg = ServingConfig()
+    report = check_log_skew(
+        view,
+        load_tiles(IcebergConfig(), view, args.snapshot_id),
+        topic=args.log_topic or cfg.log_topic,
+        hash_key=cfg.log_hash_key,
+        max_records=args.max_records,
+        since=args.since,
+    )
+    examples = [
+        f"trace {e['trace_id']} ({e['entity_key']}): {json.dumps(e['features'])}" for e in report.examples
+    ]
+    return _verdict(report.ratio, report.as_dict(), report.line(), examples, args)
+
+
+def _verdict(
+    ratio: float, summary: dict[str, Any], line: str, examples: list[str], args: argparse.Namespace
+) -> int:
+    """Print a skew report as --json asks; 1 when its ratio is above --threshold."""
+    code = 1 if ratio > args.threshold else 0
+    if args.json:
+        print(json.dumps({**summary, "threshold": args.threshold, "ok": code == 0}))
+    else:
+        verdict = "ok" if code == 0 else f"above the threshold {args.threshold:.2%}"
+        print(f"{line}: {verdict}")
+        for example in examples:
+            print(f"  {example}")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
