@@ -16,7 +16,6 @@ import signal
 import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -25,10 +24,9 @@ from features.user_stats import view as user_stats
 from parity import jobctl
 from parity.config import RedisConfig
 from serving.online import OnlineStore
-from stack.config import StackConfig
 from tests.chaos.test_continuity import START, _check_stores, _events, _send
 from tests.integration import reference
-from tests.integration.conftest import Isolated, wait_for
+from tests.integration.conftest import Isolated, local_job_metric, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -175,15 +173,15 @@ def test_the_job_rides_out_a_redis_fault(isolated, proxy, fault, seconds):
         what="the job to catch up",
         detail=isolated.log_tail,
     )
-    restarts = _job_metric(job_id, "flink_jobmanager_job_numRestarts")
+    restarts = local_job_metric("flink_jobmanager_job_numRestarts", job_id)
     if restarts_expected:
         assert restarts and restarts >= 1, f"the job never restarted:\n{isolated.log_tail()}"
     else:
         # A Python function's metrics reach Flink when its bundle ends, and the reporter
         # when it is next scraped, so after the fault and not at once.
         retries = wait_for(
-            lambda: _job_metric(
-                job_id, "flink_taskmanager_job_task_operator_parity_view_redis_write_retries"
+            lambda: local_job_metric(
+                "flink_taskmanager_job_task_operator_parity_view_redis_write_retries", job_id
             ),
             timeout=60,
             what="the sink's retries to show in the job's metrics",
@@ -206,21 +204,3 @@ def _completeness(iso: Isolated) -> int | None:
         return store.completeness(user_stats)
     finally:
         store.close()
-
-
-def _job_metric(job_id: str, name: str) -> float | None:
-    """The sum of one metric of this job over the local job reporters' ports (None if none has it)."""
-    first, last = StackConfig().job_metrics_ports
-    values = []
-    for port in range(first, last + 1):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            continue
-        values += [
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name + "{") and f'job_id="{job_id}"' in line
-        ]
-    return sum(values) if values else None

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from jobs.offsets import TopicOffsets
 from parity import jobctl
 from parity.config import IcebergConfig, KafkaConfig, RedisConfig, RegistryConfig
 from producer.produce import produce_events
+from stack.config import StackConfig
 
 pytestmark = pytest.mark.integration
 
@@ -243,3 +245,22 @@ class HttpServer:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+def local_job_metric(name: str, job_id: str | None = None) -> float | None:
+    """The sum of one metric (of one job, if given) over the local job reporters' ports; None if
+    no reporter has it."""
+    first, last = StackConfig().job_metrics_ports
+    values: list[float] = []
+    for port in range(first, last + 1):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        values += [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + "{") and (job_id is None or f'job_id="{job_id}"' in line)
+        ]
+    return sum(values) if values else None

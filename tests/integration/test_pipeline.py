@@ -21,11 +21,12 @@ from serving.online import OnlineStore
 from sinks import iceberg
 from stack.config import StackConfig
 from tests.integration import reference
-from tests.integration.conftest import kill, wait_for
+from tests.integration.conftest import kill, local_job_metric, wait_for
 
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
+PARITY_VIEW = "flink_taskmanager_job_task_operator_parity_view_"
 HORIZON_MS = int((user_stats.longest_window + user_stats.prune_margin) / timedelta(milliseconds=1))
 
 
@@ -167,7 +168,11 @@ def test_hard_kill_and_resume_from_checkpoint_loses_and_duplicates_nothing(isola
     )
     wait_for(lambda: _iceberg_tiles(isolated)[1], timeout=120, what="tiles committed to Iceberg")
     # The mini-cluster exports the job's metrics on a port of its own; the stack's Prometheus scrapes it.
-    wait_for(lambda: _exported("redis_tiles_applied") > 0, timeout=60, what="the job's metrics endpoint")
+    wait_for(
+        lambda: local_job_metric(f"{PARITY_VIEW}redis_tiles_applied"),
+        timeout=60,
+        what="the job's metrics endpoint",
+    )
     exported_at = time.time()
     wait_for(
         lambda: _last_scraped("redis_tiles_applied") >= exported_at,
@@ -195,22 +200,6 @@ def test_hard_kill_and_resume_from_checkpoint_loses_and_duplicates_nothing(isola
     isolated.wait(second, timeout=180)
 
     _check_stores(isolated, events, closers)
-
-
-def _exported(metric: str) -> float:
-    """The sum of a parity_view metric over the local job reporter's ports (0 if none answers)."""
-    first, last = StackConfig().job_metrics_ports
-    name = f"flink_taskmanager_job_task_operator_parity_view_{metric}"
-    total = 0.0
-    for port in range(first, last + 1):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            continue
-        samples = [line for line in text.splitlines() if line.startswith(name + "{")]
-        total += sum(float(line.rsplit(" ", 1)[1]) for line in samples)
-    return total
 
 
 def _last_scraped(metric: str) -> float:
