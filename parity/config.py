@@ -7,6 +7,7 @@ secrets are ``SecretStr`` so they never show up in logs or reprs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -168,6 +169,14 @@ class FlinkJobConfig(BaseSettings):
     # that arrive behind the others' watermark after its idle spell are late (counted,
     # archived, healed by a replay).
     source_idle_timeout_s: float = Field(default=0.0, ge=0)
+    # Which operator writes tiles, completeness and late counts to Redis: "jvm", the
+    # 'parity-redis' sink of jobs/jvm (no Python worker in the data path), or "python",
+    # the vectorized Python functions of sinks.flink_udf. Both run the same Lua scripts.
+    redis_sink: Literal["jvm", "python"] = "jvm"
+    # The JVM sink's batches: written when this many tiles wait, after this long, and
+    # always before a checkpoint or on a watermark.
+    redis_batch_size: int = Field(default=2000, ge=1)
+    redis_batch_interval_ms: int = Field(default=200, ge=1)
     # Flink's Prometheus reporter for a streaming job in the local mini-cluster
     # (`parity job run`): a port or a range, one port per running job; "" turns it
     # off. Jobs on the standalone cluster use the cluster's reporter instead.
