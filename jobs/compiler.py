@@ -16,6 +16,7 @@ from datetime import timedelta
 from features.definition import AggKind, Aggregation, FeatureView
 from parity.config import IcebergConfig, KafkaConfig, RegistryConfig
 from parity.errors import DefinitionError
+from parity.kafka_security import flink_properties
 from schemas import avro
 
 
@@ -181,7 +182,7 @@ def kafka_source_ddl(
     options = {
         "connector": "kafka",
         "topic": view.source.topic,
-        "properties.bootstrap.servers": kafka.bootstrap_servers,
+        **flink_properties(kafka),
         "properties.group.id": group_id,
         "format": "avro-confluent",
         "avro-confluent.url": registry.url,

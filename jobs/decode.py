@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 from features.definition import FeatureView
 from jobs.compiler import CompiledPipeline, interval, kafka_source_ddl, literal, quote, scan_options
 from parity.config import KafkaConfig, RegistryConfig
+from parity.kafka_security import flink_properties
 from schemas import avro
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def decoded_source_statements(
     options = {
         "connector": "kafka",
         "topic": view.source.topic,
-        "properties.bootstrap.servers": kafka.bootstrap_servers,
+        **flink_properties(kafka),
         "properties.group.id": group_id,
         "format": FORMAT,
         f"{FORMAT}.url": registry.url,
@@ -182,7 +183,7 @@ def decoded_source_statements(
             {
                 "connector": "kafka",
                 "topic": dead_letter_topic,
-                "properties.bootstrap.servers": kafka.bootstrap_servers,
+                **flink_properties(kafka),
                 "format": "json",
                 "json.timestamp-format.standard": "ISO-8601",
                 "sink.delivery-guarantee": "at-least-once",
@@ -215,7 +216,7 @@ def _sink_ddl(name: str, view: FeatureView, sink: str, kafka: KafkaConfig) -> st
         options = {
             "connector": "kafka",
             "topic": sink.removeprefix("kafka:"),
-            "properties.bootstrap.servers": kafka.bootstrap_servers,
+            **flink_properties(kafka),
             "format": "json",
             "json.timestamp-format.standard": "ISO-8601",
         }

@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from parity.config import KafkaConfig
 from parity.errors import JobError
+from parity.kafka_security import librdkafka_config
 
 
 class TopicOffsets:
@@ -22,7 +23,7 @@ class TopicOffsets:
         self._topic, self._timeout_s = topic, timeout_s
         # Only asks; never subscribes, so it never joins or rebalances the group.
         self._consumer = Consumer(
-            {"bootstrap.servers": kafka.bootstrap_servers, "group.id": group_id, "enable.auto.commit": False}
+            librdkafka_config(kafka) | {"group.id": group_id, "enable.auto.commit": False}
         )
 
     def close(self) -> None:

@@ -23,12 +23,89 @@ def _settings(prefix: str) -> SettingsConfigDict:
 
 
 class KafkaConfig(BaseSettings):
-    """Where the event topics live."""
+    """Where the event topics live, and how to reach them: plain by default, or SASL over TLS.
 
-    model_config = _settings("PARITY_KAFKA_")
+    Clients are built from these settings in one place, ``parity.kafka_security``:
+    ``librdkafka_config`` for the Python clients, ``flink_properties`` for the job's
+    Kafka tables.
+    """
+
+    # A failed check would otherwise print every input value, the password among them.
+    model_config = _settings("PARITY_KAFKA_") | SettingsConfigDict(hide_input_in_errors=True)
 
     bootstrap_servers: str = "127.0.0.1:19092"
     dead_letter_topic: str = "parity.dead-letter"
+    # SASL_SSL: a SASL login over TLS; SSL: TLS alone (a client certificate, if any, is
+    # the identity); SASL_PLAINTEXT sends a PLAIN password in the clear: only on a
+    # trusted network.
+    security_protocol: Literal["PLAINTEXT", "SASL_SSL", "SSL", "SASL_PLAINTEXT"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = Field(default=None, min_length=1)
+    sasl_password: SecretStr | None = None
+    # A file holding the password (a mounted secret), read when a client is built.
+    sasl_password_file: Path | None = None
+    # The CA that signed the brokers' certificates; the system's CAs when unset.
+    ssl_ca_file: Path | None = None
+    # A client certificate, for brokers that ask for one (ssl.client.auth); the key may
+    # sit in the certificate's file, and must for the Flink job.
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+
+    @property
+    def uses_sasl(self) -> bool:
+        """Whether clients log in with a SASL username and password."""
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether connections to the brokers are encrypted."""
+        return self.security_protocol in ("SASL_SSL", "SSL")
+
+    @model_validator(mode="after")
+    def _login_and_files_match_the_protocol(self) -> KafkaConfig:
+        protocol = f"PARITY_KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
+        login = {
+            "SASL_MECHANISM": "sasl_mechanism" in self.model_fields_set,
+            "SASL_USERNAME": self.sasl_username is not None,
+            "SASL_PASSWORD": self.sasl_password is not None,
+            "SASL_PASSWORD_FILE": self.sasl_password_file is not None,
+        }
+        if self.uses_sasl:
+            if self.sasl_username is None:
+                raise ValueError(f"{protocol} needs PARITY_KAFKA_SASL_USERNAME")
+            if self.sasl_password is None and self.sasl_password_file is None:
+                raise ValueError(
+                    f"{protocol} needs PARITY_KAFKA_SASL_PASSWORD or PARITY_KAFKA_SASL_PASSWORD_FILE"
+                )
+            if self.sasl_password is not None and self.sasl_password_file is not None:
+                raise ValueError(
+                    "set one of PARITY_KAFKA_SASL_PASSWORD and PARITY_KAFKA_SASL_PASSWORD_FILE, not both"
+                )
+        elif given := [name for name, set_ in login.items() if set_]:
+            raise ValueError(
+                f"PARITY_KAFKA_{given[0]} is set but {protocol} logs in with no one; "
+                "set PARITY_KAFKA_SECURITY_PROTOCOL=SASL_SSL"
+            )
+        files = {
+            "SSL_CA_FILE": self.ssl_ca_file,
+            "SSL_CERT_FILE": self.ssl_cert_file,
+            "SSL_KEY_FILE": self.ssl_key_file,
+        }
+        given = [name for name, path in files.items() if path is not None]
+        if given and not self.uses_tls:
+            raise ValueError(
+                f"PARITY_KAFKA_{given[0]} is set but {protocol} does not use TLS; "
+                "set PARITY_KAFKA_SECURITY_PROTOCOL=SASL_SSL or SSL"
+            )
+        if self.ssl_key_file is not None and self.ssl_cert_file is None:
+            raise ValueError("PARITY_KAFKA_SSL_KEY_FILE needs PARITY_KAFKA_SSL_CERT_FILE")
+        # Checked here so a wrong path fails the command that reads the settings, not a
+        # client's first connection.
+        files["SASL_PASSWORD_FILE"] = self.sasl_password_file
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise ValueError(f"PARITY_KAFKA_{name}: no file at {path}")
+        return self
 
 
 class RegistryConfig(BaseSettings):

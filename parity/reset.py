@@ -45,6 +45,7 @@ from features.definition import FeatureView
 from features.registry import load_views
 from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RedisConfig
 from parity.errors import ParityError
+from parity.kafka_security import librdkafka_config
 from sinks import iceberg
 from sinks.redis import connect
 
@@ -246,7 +247,7 @@ class ViewReset:
 
     def _admin(self) -> AdminClient:
         # Quiet: an unreachable broker becomes one error line instead of librdkafka's log lines.
-        return AdminClient({"bootstrap.servers": self._kafka.bootstrap_servers, "log_level": 0})
+        return AdminClient(librdkafka_config(self._kafka) | {"log_level": 0})
 
 
 def reset_view(

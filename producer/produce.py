@@ -37,6 +37,7 @@ from opentelemetry import trace
 
 from parity.config import KafkaConfig, RegistryConfig
 from parity.errors import InputError, ParityError, SchemaError
+from parity.kafka_security import explain, librdkafka_config
 from producer.config import ProducerConfig
 from producer.records import read_jsonl
 from schemas.avro import SchemaVersion, versions
@@ -139,8 +140,7 @@ def resolve_schema(name: str = DEFAULT_SCHEMA, version: int | None = None) -> Sc
 
 def kafka_conf(kafka: KafkaConfig, tuning: ProducerConfig) -> dict[str, Any]:
     """librdkafka settings for an ordered, idempotent producer."""
-    return {
-        "bootstrap.servers": kafka.bootstrap_servers,
+    return librdkafka_config(kafka) | {
         # Idempotence implies acks=all and keeps per-partition order when batches are retried.
         "enable.idempotence": True,
         "linger.ms": tuning.linger_ms,
@@ -322,13 +322,29 @@ def _produce_one(
 
 
 def _check_broker(producer: MessageProducer, kafka: KafkaConfig, tuning: ProducerConfig) -> None:
-    try:
-        producer.list_topics(timeout=tuning.connect_timeout_s)
-    except KafkaException as exc:
-        raise ParityError(
-            f"no Kafka broker answered at {kafka.bootstrap_servers} within {tuning.connect_timeout_s:g} s; "
-            "start the local stack with `make up` or set PARITY_KAFKA_BOOTSTRAP_SERVERS."
-        ) from exc
+    """Wait up to ``tuning.connect_timeout_s`` for the brokers' metadata.
+
+    A secured connection is asked in short steps, each followed by a ``poll`` that
+    serves the error callback: a refused login or TLS handshake raises ``ConfigError``
+    there at once (see ``librdkafka_config``) instead of after the whole wait.
+    """
+    secured = kafka.security_protocol != "PLAINTEXT"
+    deadline = time.monotonic() + tuning.connect_timeout_s
+    while True:
+        step = min(0.5, tuning.connect_timeout_s) if secured else tuning.connect_timeout_s
+        try:
+            producer.list_topics(timeout=step)
+            return
+        except KafkaException as exc:
+            producer.poll(0)
+            if secured and time.monotonic() < deadline:
+                continue
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            cause = f": {explain(kafka, error)}" if error is not None else ""
+            raise ParityError(
+                f"no Kafka broker answered at {kafka.bootstrap_servers} within {tuning.connect_timeout_s:g} s"
+                f"{cause}. Start the local stack with `make up` or set PARITY_KAFKA_BOOTSTRAP_SERVERS."
+            ) from exc
 
 
 def _serialize(
