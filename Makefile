@@ -38,10 +38,10 @@ setup: $(STAMP) $(JOB_STAMP) ## create both environments and fetch the service b
 	$(PY) -m stack fetch
 	$(MAKE) --no-print-directory jar
 
-$(PARITY_JAR): jobs/jvm/pom.xml $(shell find jobs/jvm/src -type f)
+$(PARITY_JAR): jobs/jvm/pom.xml $(shell find jobs/jvm/src -type f) $(wildcard sinks/lua/*.lua)
 	mvn -q -B -f jobs/jvm/pom.xml package
 
-jar: $(PARITY_JAR) $(JOB_STAMP) ## build the job's JVM decoder (jobs/jvm) and put it in PyFlink's lib/
+jar: $(PARITY_JAR) $(JOB_STAMP) ## build the job's JVM decoder and Redis sink (jobs/jvm) and put them in PyFlink's lib/
 	cp $(PARITY_JAR) "$$($(JOB_PY) -c 'import os, pyflink; print(os.path.join(os.path.dirname(pyflink.__file__), "lib"))')/"
 
 up: setup ## start the local stack (Kafka, registry, Redis, Flink); a no-op when it is up

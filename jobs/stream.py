@@ -40,7 +40,7 @@ from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment
 
 from features.definition import FeatureView
 from features.registry import get_view
-from jobs import continuity, lineage
+from jobs import continuity, lineage, redis_sink
 from jobs.compiler import CompiledPipeline, compile_view, iceberg_catalog_ddl, quote
 from jobs.console import say
 from jobs.decode import decoded_source_statements
@@ -129,13 +129,17 @@ def bind_sinks(
     *,
     archive_from: str,
     closed_before_ms: int,
+    flink: FlinkJobConfig | None = None,
 ) -> StatementSet:
     """The job's inserts: the same tile and progress rows to Iceberg and to Redis, the raw
     archive, and the count of late rows.
 
     ``archive_from`` is the table of every decoded row; the tile query reads only
-    those at or after ``closed_before_ms``, and the rest are counted late.
+    those at or after ``closed_before_ms``, and the rest are counted late. Redis is
+    written by the JVM sink of ``jobs.redis_sink``, or with
+    ``PARITY_FLINK_REDIS_SINK=python`` by the Python functions of ``sinks.flink_udf``.
     """
+    flink = flink or FlinkJobConfig()
     view = pipeline.view
     iceberg.ensure_tables(iceberg_cfg, view)
     env.execute_sql(iceberg_catalog_ddl(iceberg_cfg))
@@ -143,13 +147,10 @@ def bind_sinks(
         env.execute_sql(statement)
     progress_view = f"{view.qualified_name}_progress"
     env.execute_sql(f"CREATE TEMPORARY VIEW {quote(progress_view)} AS\n{pipeline.progress_query}")
-    env.create_temporary_function("parity_redis_tiles", redis_tiles_udf(view.name, redis_cfg))
-    env.create_temporary_function("parity_redis_completeness", redis_completeness_udf(view.name, redis_cfg))
-    env.execute_sql("CREATE TEMPORARY TABLE `parity_redis_acks` (n BIGINT) WITH ('connector' = 'blackhole')")
-
     key = quote(view.entity.join_key)
     aggs = ", ".join(quote(a.name) for a in view.aggregations)
     tiles = quote(pipeline.tiles_view)
+    event_time = quote(view.source.event_time_field)
     statements = env.create_statement_set()
     statements.add_insert_sql(
         f"INSERT INTO {iceberg.sql_table(iceberg_cfg, iceberg.tiles_table(view))}\n"
@@ -159,6 +160,28 @@ def bind_sinks(
         f"INSERT INTO {iceberg.sql_table(iceberg_cfg, iceberg.progress_table(view))}\n"
         f"SELECT tile_start, tile_end, entities, events FROM {quote(progress_view)}"
     )
+    add_archive(statements, pipeline, iceberg_cfg, archive_from)
+    late_s = f"CAST(TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', {event_time}) AS BIGINT)"
+    late_columns = f"{late_s}, `kafka_partition`, `kafka_offset`"
+    late_from = (
+        f"FROM {quote(archive_from)}\n"
+        f"WHERE {pipeline.late_condition} OR {event_time} < {_timestamp_literal(closed_before_ms)}"
+    )
+    if flink.redis_sink == "jvm":
+        for ddl in redis_sink.sink_ddl(view, redis_cfg, flink):
+            env.execute_sql(ddl)
+        statements.add_insert_sql(
+            f"INSERT INTO {quote(redis_sink.TILES)}\nSELECT {key}, tile_start_ms, events, {aggs} FROM {tiles}"
+        )
+        statements.add_insert_sql(
+            f"INSERT INTO {quote(redis_sink.COMPLETENESS)}\nSELECT tile_end_ms FROM {quote(progress_view)}"
+        )
+        statements.add_insert_sql(f"INSERT INTO {quote(redis_sink.LATE)}\nSELECT {late_columns} {late_from}")
+        return statements
+    env.create_temporary_function("parity_redis_tiles", redis_tiles_udf(view.name, redis_cfg))
+    env.create_temporary_function("parity_redis_completeness", redis_completeness_udf(view.name, redis_cfg))
+    env.create_temporary_function("parity_late_events", late_events_udf(view.name, redis_cfg))
+    env.execute_sql("CREATE TEMPORARY TABLE `parity_redis_acks` (n BIGINT) WITH ('connector' = 'blackhole')")
     statements.add_insert_sql(
         "INSERT INTO `parity_redis_acks`\n"
         f"SELECT parity_redis_tiles({key}, tile_start_ms, tile_start_ms + {view.tile_ms}, events, {aggs}) "
@@ -168,14 +191,8 @@ def bind_sinks(
         "INSERT INTO `parity_redis_acks`\n"
         f"SELECT parity_redis_completeness(tile_end_ms) FROM {quote(progress_view)}"
     )
-    add_archive(statements, pipeline, iceberg_cfg, archive_from)
-    event_time = quote(view.source.event_time_field)
-    env.create_temporary_function("parity_late_events", late_events_udf(view.name, redis_cfg))
     statements.add_insert_sql(
-        "INSERT INTO `parity_redis_acks`\n"
-        f"SELECT parity_late_events(CAST(TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', {event_time})"
-        f" AS BIGINT), `kafka_partition`, `kafka_offset`) FROM {quote(archive_from)}\n"
-        f"WHERE {pipeline.late_condition} OR {event_time} < {_timestamp_literal(closed_before_ms)}"
+        f"INSERT INTO `parity_redis_acks`\nSELECT parity_late_events({late_columns}) {late_from}"
     )
     return statements
 
@@ -265,7 +282,13 @@ def _run(
         env.execute_sql(statement)
     env.execute_sql(closed_boundary_view(pipeline, decoded, plan.closed_before_ms))
     statements = bind_sinks(
-        env, pipeline, iceberg_cfg, redis_cfg, archive_from=decoded, closed_before_ms=plan.closed_before_ms
+        env,
+        pipeline,
+        iceberg_cfg,
+        redis_cfg,
+        archive_from=decoded,
+        closed_before_ms=plan.closed_before_ms,
+        flink=flink,
     )
     for insert in source.inserts:
         statements.add_insert_sql(insert)

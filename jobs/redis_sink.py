@@ -1,0 +1,98 @@
+"""The job's writes to Redis in the JVM: the 'parity-redis' tables of ``jobs/jvm``.
+
+Three insert-only tables, one per kind of row, each written by its own Flink
+sink with the same Lua scripts as ``sinks.redis.RedisTileSink``: tiles,
+completeness rows and late rows. Key names come from ``sinks.redis_layout``
+and the window layout from ``sinks.redis_windows``, passed as options, so the
+JVM side rebuilds neither.
+
+The guarantee is the Python writer's: rows are batched (``PARITY_FLINK_REDIS_BATCH_SIZE``
+tiles or ``PARITY_FLINK_REDIS_BATCH_INTERVAL_MS``, whichever comes first) and each
+batch is written synchronously, on every watermark and before every checkpoint
+barrier, so a completed checkpoint implies its rows are in Redis. A tile
+updated several times within one batch is written once, with its newest value.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from features.definition import FeatureView
+from jobs.compiler import literal, quote
+from parity.config import FlinkJobConfig, RedisConfig
+from parity.errors import ConfigError
+from sinks import redis_layout as keys
+from sinks.redis_windows import layout_args
+
+TILES, COMPLETENESS, LATE = "parity_redis_tiles", "parity_redis_completeness", "parity_redis_late"
+
+
+def sink_ddl(view: FeatureView, redis: RedisConfig, flink: FlinkJobConfig) -> list[str]:
+    """CREATE TEMPORARY TABLE statements for the three sinks of ``view``.
+
+    Raises:
+        ConfigError: a Redis setting the JVM sink does not support yet.
+    """
+    if redis.tls:
+        raise ConfigError(
+            "the JVM Redis sink does not speak TLS yet: set PARITY_FLINK_REDIS_SINK=python to write "
+            "through TLS with the Python writer"
+        )
+    prefix = redis.key_prefix
+    common = {
+        "connector": "parity-redis",
+        "view": view.qualified_name,
+        "redis.host": redis.host,
+        "redis.port": str(redis.port),
+        "redis.db": str(redis.db),
+        "redis.socket-timeout": f"{int(redis.socket_timeout_s * 1000)} ms",
+        "redis.write-retry": f"{int(redis.write_retry_s * 1000)} ms",
+        "key.epoch": keys.epoch_key(prefix, view),
+        "key.tiles": keys.entity_key(prefix, view, ""),
+        "key.windows": keys.window_key(prefix, view, ""),
+        "key.due": keys.due_key(prefix, view),
+        "layout": ",".join(str(a) for a in layout_args(view)),
+        "tile-ms": str(view.tile_ms),
+        "horizon-ms": str(_ms(view.longest_window + view.prune_margin)),
+        "staleness-ms": str(_ms(view.max_staleness)),
+        "batch.size": str(flink.redis_batch_size),
+        "batch.interval": f"{flink.redis_batch_interval_ms} ms",
+    }
+    if redis.username:
+        common["redis.username"] = redis.username
+    if redis.password_file is not None:
+        common["redis.password-file"] = str(redis.password_file.resolve())
+    elif redis.password is not None:
+        # Flink hides values of keys containing "password" where it logs configuration;
+        # a password file keeps it out of the statement as well.
+        common["redis.password"] = redis.password.get_secret_value()
+    aggregates = [(quote(a.name), "BIGINT" if a.is_integer else "DOUBLE") for a in view.aggregations]
+    tiles = [("entity", "STRING"), ("tile_start_ms", "BIGINT"), ("events", "BIGINT"), *aggregates]
+    return [
+        _table(TILES, tiles, common | {"kind": "tiles"}),
+        _table(
+            COMPLETENESS,
+            [("tile_end_ms", "BIGINT")],
+            common | {"kind": "completeness", "key.completeness": keys.completeness_key(prefix, view)},
+        ),
+        _table(
+            LATE,
+            [("event_time_s", "BIGINT"), ("kafka_partition", "INT"), ("kafka_offset", "BIGINT")],
+            common
+            | {
+                "kind": "late",
+                "key.late-events": keys.late_events_key(prefix, view),
+                "key.late-counted": keys.late_counted_key(prefix, view),
+            },
+        ),
+    ]
+
+
+def _table(name: str, columns: list[tuple[str, str]], options: dict[str, str]) -> str:
+    body = ",\n".join(f"  {column} {kind}" for column, kind in columns)
+    with_clause = ",\n".join(f"  {literal(k)} = {literal(v)}" for k, v in options.items())
+    return f"CREATE TEMPORARY TABLE {quote(name)} (\n{body}\n) WITH (\n{with_clause}\n)"
+
+
+def _ms(size: timedelta) -> int:
+    return int(size / timedelta(milliseconds=1))

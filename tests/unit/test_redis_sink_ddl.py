@@ -1,0 +1,66 @@
+"""The JVM Redis sink's tables: the options carry the key layout of sinks.redis_layout, not a copy."""
+
+import re
+
+import pytest
+
+from jobs.redis_sink import COMPLETENESS, LATE, TILES, sink_ddl
+from parity.config import FlinkJobConfig, RedisConfig
+from parity.errors import ConfigError
+from sinks import redis_layout
+from sinks.redis_windows import layout_args
+from tests.unit.views import user_stats
+
+
+def options(ddl: str) -> dict[str, str]:
+    return dict(re.findall(r"'([^']+)' = '([^']*)'", ddl))
+
+
+def tables(redis: RedisConfig | None = None, flink: FlinkJobConfig | None = None) -> dict[str, str]:
+    statements = sink_ddl(user_stats, redis or RedisConfig(), flink or FlinkJobConfig())
+    return {re.search(r"TABLE `([^`]+)`", s).group(1): s for s in statements}  # type: ignore[union-attr]
+
+
+def test_each_kind_has_its_table_with_the_columns_the_sink_reads():
+    made = tables()
+    assert set(made) == {TILES, COMPLETENESS, LATE}
+    assert "`impressions` BIGINT" in made[TILES] and "`clicks` BIGINT" in made[TILES]
+    assert [options(s)["kind"] for s in made.values()] == ["tiles", "completeness", "late"]
+    assert "kafka_partition INT" in made[LATE]
+
+
+def test_key_names_come_from_the_layout_module():
+    cfg = RedisConfig(key_prefix="pfx")
+    made = {name: options(ddl) for name, ddl in tables(cfg).items()}
+    entity = "u-1"
+    assert made[TILES]["key.tiles"] + entity == redis_layout.entity_key("pfx", user_stats, entity)
+    assert made[TILES]["key.windows"] + entity == redis_layout.window_key("pfx", user_stats, entity)
+    assert made[TILES]["key.due"] == redis_layout.due_key("pfx", user_stats)
+    assert made[TILES]["key.epoch"] == redis_layout.epoch_key("pfx", user_stats)
+    assert made[COMPLETENESS]["key.completeness"] == redis_layout.completeness_key("pfx", user_stats)
+    assert made[LATE]["key.late-events"] == redis_layout.late_events_key("pfx", user_stats)
+    assert made[LATE]["key.late-counted"] == redis_layout.late_counted_key("pfx", user_stats)
+    assert made[TILES]["layout"].split(",") == [str(a) for a in layout_args(user_stats)]
+    # One day of margin past the longest window (7 days): 8 days.
+    assert made[TILES]["horizon-ms"] == str(8 * 86_400_000)
+
+
+def test_batching_and_retry_settings_reach_the_sink():
+    flink = FlinkJobConfig(redis_batch_size=17, redis_batch_interval_ms=40)
+    made = options(tables(RedisConfig(write_retry_s=2.5, socket_timeout_s=0.25), flink)[TILES])
+    assert (made["batch.size"], made["batch.interval"]) == ("17", "40 ms")
+    assert (made["redis.write-retry"], made["redis.socket-timeout"]) == ("2500 ms", "250 ms")
+
+
+def test_a_password_file_is_passed_by_path_and_no_password_otherwise(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    made = options(tables(RedisConfig(username="job", password_file=secret))[TILES])
+    assert made["redis.password-file"] == str(secret)
+    assert "redis.password" not in made and "s3cret" not in str(made)
+    assert "redis.password" not in options(tables()[TILES])
+
+
+def test_tls_is_refused_naming_the_python_writer():
+    with pytest.raises(ConfigError, match="PARITY_FLINK_REDIS_SINK=python"):
+        sink_ddl(user_stats, RedisConfig(tls=True), FlinkJobConfig())
