@@ -11,7 +11,15 @@ COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
 
 def host_ports(service: dict) -> set[int]:
-    return {int(str(p).split(":")[0]) for p in service.get("ports", [])}
+    # "127.0.0.1:19092:19092": address, host port, container port.
+    return {int(str(p).split(":")[-2]) for p in service.get("ports", [])}
+
+
+def test_compose_publishes_on_the_loopback_address_only():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    published = [str(p) for service in services.values() for p in service.get("ports", [])]
+    assert published
+    assert all(p.startswith("127.0.0.1:") and p.count(":") == 2 for p in published), published
 
 
 def test_compose_publishes_the_ports_the_local_stack_uses():
