@@ -52,6 +52,7 @@ from pydantic import SecretStr
 from features.definition import Entity, FeatureView
 from parity.config import KafkaConfig, RegistryConfig
 from parity.errors import ConfigError
+from parity.kafka_security import librdkafka_config
 from producer.produce import MessageProducer, Serializer, avro_serializer, registry_client
 from schemas.avro import latest
 from serving.assembly import FeatureValue, to_ms
@@ -114,9 +115,14 @@ def key_writer(entity: Entity, hash_key: SecretStr | None) -> Callable[[str], st
 
 
 def kafka_conf(kafka: KafkaConfig) -> dict[str, Any]:
-    """librdkafka settings of the log's producer: bounded memory, batched, never retried forever."""
-    return {
-        "bootstrap.servers": kafka.bootstrap_servers,
+    """librdkafka settings of the log's producer: bounded memory, batched, never retried forever.
+
+    A refused login is not raised from the log's background thread (reads must not
+    fail for the log): its records time out and are counted as dropped.
+    """
+    conf = librdkafka_config(kafka)
+    conf.pop("error_cb", None)
+    return conf | {
         "client.id": "parity-feature-log",
         # The log is not latency-sensitive; larger batches cost the process less.
         "linger.ms": 100,

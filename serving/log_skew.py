@@ -41,6 +41,7 @@ from pydantic import SecretStr
 from features.definition import FeatureView
 from parity.config import KafkaConfig, RegistryConfig
 from parity.errors import ReadError
+from parity.kafka_security import librdkafka_config
 from producer.produce import registry_client
 from serving.assembly import to_ms
 from serving.feature_log import key_writer
@@ -231,8 +232,8 @@ def read_log(
     context = SerializationContext(topic, MessageField.VALUE)
     # A group of its own that never commits: the check moves no one's offsets.
     consumer = Consumer(
-        {
-            "bootstrap.servers": kafka.bootstrap_servers,
+        librdkafka_config(kafka)
+        | {
             "group.id": f"parity-log-skew-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
