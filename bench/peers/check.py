@@ -138,13 +138,11 @@ def first_difference(expected: Tiles, actual: Tiles) -> str | None:
     return None
 
 
-def delete_topics(names: Sequence[str], containing: Sequence[str] = ()) -> None:
-    """Deletes the named topics and any whose name contains one of ``containing`` (engine state)."""
+def delete_topics(names: Sequence[str]) -> None:
+    """Deletes the topics."""
     admin = AdminClient({"bootstrap.servers": KafkaConfig().bootstrap_servers})
-    existing = admin.list_topics(timeout=10).topics
-    doomed = [t for t in existing if t in names or any(part in t for part in containing)]
-    if doomed:
-        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+    if names:
+        for future in admin.delete_topics(list(names), operation_timeout=30).values():
             future.result()
 
 
@@ -175,7 +173,6 @@ def check_peer(name: str, topic: str, expected: Tiles, workdir: Path, timeout_s:
     finally:
         delete_tiles(client, name, run)
         client.close()
-        delete_topics([], containing=[f"peer-{name}-{run}"])
 
 
 def verify(peers: Sequence[str], events: int = 5000, users: int = 200, days: int = 3, seed: int = 7) -> int:

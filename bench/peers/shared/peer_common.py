@@ -188,7 +188,12 @@ def end_offsets(cfg: PeerConfig) -> dict[int, int]:
         consumer.close()
 
 
-def launch_workers(cfg: PeerConfig, worker_argv: list[list[str]], extra_env: dict[str, str]) -> int:
+def launch_workers(
+    cfg: PeerConfig,
+    worker_argv: list[list[str]],
+    extra_env: dict[str, str],
+    per_worker_env: list[dict[str, str]] | None = None,
+) -> int:
     """Runs one process per argv (this interpreter, the same config) until all have exited.
 
     When a worker fails, the others are terminated: a cluster missing a member would wait forever.
@@ -200,7 +205,11 @@ def launch_workers(cfg: PeerConfig, worker_argv: list[list[str]], extra_env: dic
     env = dict(os.environ) | cfg.env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(here), extra_env.get("PYTHONPATH", "")]))
     env |= {k: v for k, v in extra_env.items() if k != "PYTHONPATH"}
-    workers = [subprocess.Popen([sys.executable, *argv], env=env) for argv in worker_argv]
+    own = per_worker_env or [{} for _ in worker_argv]
+    workers = [
+        subprocess.Popen([sys.executable, *argv], env=env | mine)
+        for argv, mine in zip(worker_argv, own, strict=True)
+    ]
     failed = 0
     while any(worker.poll() is None for worker in workers):
         codes = [worker.returncode for worker in workers if worker.returncode]
