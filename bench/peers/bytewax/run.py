@@ -8,14 +8,13 @@ reads its share of the partitions and the fold is exchanged by user across them.
 
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "shared"))
 
-from peer_common import PeerConfig, launch_workers
+from peer_common import launch_workers, launcher_args
 
 
 def _free_ports(n: int) -> list[int]:
@@ -30,16 +29,10 @@ def _free_ports(n: int) -> list[int]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--topic", required=True)
-    p.add_argument("--run", required=True)
-    p.add_argument("--processes", type=int, default=2)
-    args = p.parse_args()
-    cfg = PeerConfig.from_env(name="bytewax", run=args.run, topic=args.topic)
-    addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(args.processes))
+    cfg, processes = launcher_args("bytewax", __doc__)
+    addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(processes))
     argv = [
-        ["-m", "bytewax.run", "tiles_flow:build()", "-i", str(k), "-a", addresses]
-        for k in range(args.processes)
+        ["-m", "bytewax.run", "tiles_flow:build()", "-i", str(k), "-a", addresses] for k in range(processes)
     ]
     return launch_workers(cfg, argv, {"PYTHONPATH": str(Path(__file__).resolve().parent)})
 

@@ -9,7 +9,6 @@ are the changelog topics Quix created for the run's consumer group.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "shared"))
 
 from confluent_kafka.admin import AdminClient
-from peer_common import PeerConfig, launch_workers
+from peer_common import PeerConfig, launch_workers, launcher_args
 
 
 def _delete_changelogs(cfg: PeerConfig) -> None:
@@ -29,20 +28,15 @@ def _delete_changelogs(cfg: PeerConfig) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--topic", required=True)
-    p.add_argument("--run", required=True)
-    p.add_argument("--processes", type=int, default=2)
-    args = p.parse_args()
-    cfg = PeerConfig.from_env(name="quix", run=args.run, topic=args.topic)
+    cfg, processes = launcher_args("quix", __doc__)
     here = Path(__file__).resolve().parent
     code = 0
     try:
         code = launch_workers(
             cfg,
-            [[str(here / "tiles_app.py")] for _ in range(args.processes)],
+            [[str(here / "tiles_app.py")] for _ in range(processes)],
             {"PYTHONPATH": str(here)},
-            per_worker_env=[{"PEER_WORKER": str(k)} for k in range(args.processes)],
+            per_worker_env=[{"PEER_WORKER": str(k)} for k in range(processes)],
         )
     finally:
         shutil.rmtree(Path(cfg.workdir) / f"quix-{cfg.run}", ignore_errors=True)

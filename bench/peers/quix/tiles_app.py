@@ -27,17 +27,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import peer_common as peer
 from confluent_kafka import Consumer, TopicPartition
-from peer_common import (
-    GRACE_MS,
-    HOUR_MS,
-    ConfluentAvroDecoder,
-    PeerConfig,
-    RedisTileWriter,
-    add_event,
-    end_offsets,
-    new_tile,
-)
 from quixstreams import Application
 from quixstreams.models.serializers import Deserializer
 from quixstreams.sinks import BatchingSink, SinkBatch
@@ -55,7 +46,7 @@ class ConfluentAvroValue(Deserializer):
 
     def __init__(self, registry_url: str) -> None:
         super().__init__()
-        self._decode = ConfluentAvroDecoder(registry_url)
+        self._decode = peer.ConfluentAvroDecoder(registry_url)
 
     def __call__(self, value: bytes, ctx: Any) -> dict[str, Any]:
         return self._decode(value)
@@ -68,13 +59,13 @@ class RedisTileSink(BatchingSink):
     HSETs of whole values make that harmless.
     """
 
-    def __init__(self, cfg: PeerConfig) -> None:
+    def __init__(self, cfg: peer.PeerConfig) -> None:
         super().__init__()
         self._cfg = cfg
-        self._writer: RedisTileWriter | None = None
+        self._writer: peer.RedisTileWriter | None = None
 
     def setup(self) -> None:
-        self._writer = RedisTileWriter(self._cfg)
+        self._writer = peer.RedisTileWriter(self._cfg)
 
     def write(self, batch: SinkBatch) -> None:
         if self._writer is None:
@@ -117,7 +108,7 @@ class GroupDoneWatch(threading.Thread):
     other process, which read them to the end); it never receives a message to check on.
     """
 
-    def __init__(self, app: Application, cfg: PeerConfig, ends: dict[int, int]) -> None:
+    def __init__(self, app: Application, cfg: peer.PeerConfig, ends: dict[int, int]) -> None:
         super().__init__(daemon=True)
         self._app = app
         self._cfg = cfg
@@ -140,10 +131,10 @@ class GroupDoneWatch(threading.Thread):
 
 
 def main() -> int:
-    cfg = PeerConfig.from_env()
+    cfg = peer.PeerConfig.from_env()
     worker = os.environ.get("PEER_WORKER", "0")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s quix-{worker} %(message)s")
-    ends = end_offsets(cfg)
+    ends = peer.end_offsets(cfg)
     app = Application(
         broker_address=cfg.bootstrap,
         consumer_group=cfg.group_id,
@@ -159,8 +150,8 @@ def main() -> int:
     )
     sdf = app.dataframe(topic)
     sdf = (
-        sdf.tumbling_window(duration_ms=HOUR_MS, grace_ms=GRACE_MS, name="tiles")
-        .reduce(reducer=add_event, initializer=lambda event: add_event(new_tile(), event))
+        sdf.tumbling_window(duration_ms=peer.HOUR_MS, grace_ms=peer.GRACE_MS, name="tiles")
+        .reduce(reducer=peer.add_event, initializer=lambda event: peer.add_event(peer.new_tile(), event))
         .final(closing_strategy="key")
     )
     sdf.sink(RedisTileSink(cfg))

@@ -16,6 +16,7 @@ The tile of features/user_stats.py (version 2), computed by every peer:
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -186,6 +187,16 @@ def end_offsets(cfg: PeerConfig) -> dict[int, int]:
         }
     finally:
         consumer.close()
+
+
+def launcher_args(name: str, description: str | None) -> tuple[PeerConfig, int]:
+    """A launcher's command line (``--topic``, ``--run``, ``--processes``) as the peer's config."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--run", required=True)
+    p.add_argument("--processes", type=int, default=2)
+    args = p.parse_args()
+    return PeerConfig.from_env(name=name, run=args.run, topic=args.topic), args.processes
 
 
 def launch_workers(
