@@ -216,7 +216,13 @@ def scan_options(
 
 
 def iceberg_catalog_ddl(cfg: IcebergConfig) -> str:
-    """Register the shared JDBC Iceberg catalog under the same name pyiceberg uses."""
+    """Register the shared Iceberg catalog (JDBC or REST) under the same name pyiceberg uses."""
+    options = _rest_catalog_options(cfg) if cfg.catalog_type == "rest" else _jdbc_catalog_options(cfg)
+    with_clause = ",\n".join(f"  {literal(k)} = {literal(v)}" for k, v in options.items())
+    return f"CREATE CATALOG {quote(cfg.catalog_name)} WITH (\n{with_clause}\n)"
+
+
+def _jdbc_catalog_options(cfg: IcebergConfig) -> dict[str, str]:
     options = {
         "type": "iceberg",
         "catalog-impl": "org.apache.iceberg.jdbc.JdbcCatalog",
@@ -229,5 +235,23 @@ def iceberg_catalog_ddl(cfg: IcebergConfig) -> str:
         options["jdbc.user"] = cfg.catalog_user
     if cfg.catalog_password:
         options["jdbc.password"] = cfg.catalog_password.get_secret_value()
-    with_clause = ",\n".join(f"  {literal(k)} = {literal(v)}" for k, v in options.items())
-    return f"CREATE CATALOG {quote(cfg.catalog_name)} WITH (\n{with_clause}\n)"
+    return options
+
+
+def _rest_catalog_options(cfg: IcebergConfig) -> dict[str, str]:
+    options = {
+        "type": "iceberg",
+        "catalog-type": "rest",
+        "uri": cfg.rest_uri,
+        "warehouse": cfg.warehouse,
+        # Files go straight to object storage (S3FileIO: iceberg-aws-bundle in Flink's lib).
+        "io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+        "client.region": cfg.s3_region,
+        "s3.path-style-access": str(cfg.s3_path_style_access).lower(),
+    }
+    if cfg.s3_endpoint:
+        options["s3.endpoint"] = cfg.s3_endpoint
+    if cfg.s3_access_key_id and cfg.s3_secret_access_key:
+        options["s3.access-key-id"] = cfg.s3_access_key_id
+        options["s3.secret-access-key"] = cfg.s3_secret_access_key.get_secret_value()
+    return options

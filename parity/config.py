@@ -197,14 +197,23 @@ class RedisConfig(BaseSettings):
 
 
 class IcebergConfig(BaseSettings):
-    """The offline store: a JDBC catalog shared by Flink (Java) and pyiceberg.
+    """The offline store: one Iceberg catalog shared by Flink (Java) and pyiceberg.
 
-    The catalog name is a column in the catalog tables, so it must be the same
-    on both sides.
+    ``jdbc`` (the default): both sides open the catalog database themselves and
+    write a local ``file://`` warehouse. The catalog name is a column in the
+    catalog tables, so it must be the same on both sides.
+
+    ``rest``: both sides talk to an Iceberg REST catalog at ``rest_uri``, which
+    owns the catalog database; data and metadata files live in object storage
+    (``s3://`` warehouse), read and written with the ``s3_*`` settings.
+    Catalogs are built from these settings in one place per side:
+    ``sinks.iceberg.open_catalog`` and ``jobs.compiler.iceberg_catalog_ddl``.
     """
 
-    model_config = _settings("PARITY_ICEBERG_")
+    # A failed check would otherwise print every input value, the S3 secret among them.
+    model_config = _settings("PARITY_ICEBERG_") | SettingsConfigDict(hide_input_in_errors=True)
 
+    catalog_type: Literal["jdbc", "rest"] = "jdbc"
     catalog_name: str = "parity"
     # SQLAlchemy URI for pyiceberg; the Java side gets the matching JDBC URI.
     # Defaults resolve against the working directory when the settings are read, not at import.
@@ -217,6 +226,29 @@ class IcebergConfig(BaseSettings):
     namespace: str = "features"
     catalog_user: str | None = None
     catalog_password: SecretStr | None = None
+    # The REST catalog (catalog_type "rest"); the local stack's is `python -m stack up --only
+    # s3,iceberg-rest`. The warehouse is then an s3:// location the server writes to.
+    rest_uri: str = "http://127.0.0.1:18181"
+    # Object storage for the data files: an S3-compatible endpoint (unset: AWS S3 itself),
+    # its region and credentials. Path-style access (http://host/bucket/key) is what most
+    # S3-compatible servers on one host need.
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_path_style_access: bool = False
+
+    @model_validator(mode="after")
+    def _rest_catalogs_write_object_storage(self) -> IcebergConfig:
+        if self.catalog_type == "rest" and not self.warehouse.startswith(("s3://", "s3a://")):
+            raise ValueError(
+                "PARITY_ICEBERG_CATALOG_TYPE=rest needs PARITY_ICEBERG_WAREHOUSE=s3://<bucket>/<path>"
+            )
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "set both PARITY_ICEBERG_S3_ACCESS_KEY_ID and PARITY_ICEBERG_S3_SECRET_ACCESS_KEY"
+            )
+        return self
 
     def jdbc_uri(self) -> str:
         """The same catalog database as a JDBC URI for Iceberg's Java JdbcCatalog."""

@@ -87,7 +87,13 @@ def completeness_ms(progress: Table) -> int | None:
 
 
 def open_catalog(cfg: IcebergConfig) -> Catalog:
-    """The shared catalog, created on first use (its folder and tables)."""
+    """The shared catalog: the JDBC one (created on first use, its folder and tables) or the REST one.
+
+    Raises:
+        ConfigError: the catalog cannot be opened (bad URI, driver or unreachable server).
+    """
+    if cfg.catalog_type == "rest":
+        return _open_rest_catalog(cfg)
     if cfg.catalog_uri.startswith("sqlite:///"):
         Path(cfg.catalog_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if cfg.warehouse.startswith("file://"):
@@ -97,6 +103,30 @@ def open_catalog(cfg: IcebergConfig) -> Catalog:
         return SqlCatalog(cfg.catalog_name, **props)
     except Exception as exc:  # pyiceberg raises driver-specific errors here
         raise ConfigError(f"cannot open the Iceberg catalog at {cfg.catalog_uri}: {exc}") from exc
+
+
+def s3_properties(cfg: IcebergConfig) -> dict[str, str]:
+    """pyiceberg's FileIO properties for the object storage (its names, not Java's)."""
+    props = {"s3.region": cfg.s3_region}
+    if cfg.s3_endpoint:
+        props["s3.endpoint"] = cfg.s3_endpoint
+    if cfg.s3_access_key_id and cfg.s3_secret_access_key:
+        props["s3.access-key-id"] = cfg.s3_access_key_id
+        props["s3.secret-access-key"] = cfg.s3_secret_access_key.get_secret_value()
+    # pyiceberg has no path-style switch: path style is virtual addressing turned off.
+    props["s3.force-virtual-addressing"] = str(not cfg.s3_path_style_access).lower()
+    return props
+
+
+def _open_rest_catalog(cfg: IcebergConfig) -> Catalog:
+    # Imported here: the JDBC catalog's users need no HTTP client.
+    from pyiceberg.catalog.rest import RestCatalog
+
+    try:
+        # The server answers /v1/config at once, so an unreachable one fails here.
+        return RestCatalog(cfg.catalog_name, uri=cfg.rest_uri, warehouse=cfg.warehouse, **s3_properties(cfg))
+    except Exception as exc:  # pyiceberg raises requests' and its own errors here
+        raise ConfigError(f"cannot open the Iceberg REST catalog at {cfg.rest_uri}: {exc}") from exc
 
 
 def tiles_schema(view: FeatureView) -> Schema:

@@ -56,6 +56,9 @@ class Artifacts:
     registry: Coordinate
     registry_java: int  # the oldest Java the registry runs on
     debian: dict[str, str]  # binary -> package
+    # Optional services: absent sections leave them empty.
+    s3: Coordinate | None = None
+    iceberg_rest: tuple[Coordinate, ...] = ()
 
     @property
     def kafka_version(self) -> str:
@@ -98,7 +101,15 @@ def parse(text: str, path: Path = ARTIFACTS_FILE) -> Artifacts:
     artifact = registry.get("artifact")
     if not isinstance(artifact, str):
         raise StackError(f"{path} [registry]: artifact must be a Maven coordinate string")
+    s3 = data.get("s3", {}).get("artifact")
+    if s3 is not None and not isinstance(s3, str):
+        raise StackError(f"{path} [s3]: artifact must be a Maven coordinate string")
+    rest = data.get("iceberg-rest")
     return Artifacts(
+        s3=Coordinate.parse(s3) if s3 else None,
+        iceberg_rest=tuple(Coordinate.parse(c) for c in _strings(rest, "artifacts", f"{path} [iceberg-rest]"))
+        if rest is not None
+        else (),
         flink_jars=tuple(Coordinate.parse(c) for c in _strings(flink, "jars", f"{path} [flink]")),
         kafka=tuple(Coordinate.parse(c) for c in _strings(kafka, "artifacts", f"{path} [kafka]")),
         registry=Coordinate.parse(artifact),

@@ -1,4 +1,8 @@
-"""python -m stack {fetch,up,down,status} [--only kafka,registry,redis,flink] [--json]"""
+"""python -m stack {fetch,up,down,status} [--only kafka,registry,redis,flink,...] [--json]
+
+Without --only, a command acts on the default services. Optional services
+(s3, iceberg-rest) run only when named: `python -m stack up --only s3,iceberg-rest`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from parity.errors import StackError, run_command
-from stack import flink, kafka, prometheus, redis, registry
+from stack import flink, iceberg_rest, kafka, prometheus, redis, registry, s3
 from stack.config import StackConfig
 from stack.fetch import fetch
 from stack.status import Info
@@ -29,23 +33,28 @@ class Service:
 SERVICES: tuple[Service, ...] = tuple(
     Service(m.NAME, m.start, m.stop, m.is_up, m.info) for m in (kafka, registry, redis, flink, prometheus)
 )
-NAMES = tuple(s.name for s in SERVICES)
+# Run only when named with --only (the S3 server before the catalog that writes to it).
+OPTIONAL: tuple[Service, ...] = tuple(
+    Service(m.NAME, m.start, m.stop, m.is_up, m.info) for m in (s3, iceberg_rest)
+)
+NAMES = tuple(s.name for s in SERVICES + OPTIONAL)
 
 
 def selected(only: str | None) -> list[Service]:
+    """The services --only names, in start order; the default ones without it."""
     if not only:
         return list(SERVICES)
     wanted = [n.strip() for n in only.split(",") if n.strip()]
     unknown = sorted(set(wanted) - set(NAMES))
     if unknown:
         raise StackError(f"unknown service(s) {', '.join(unknown)} in --only; choose from {', '.join(NAMES)}")
-    return [s for s in SERVICES if s.name in wanted]
+    return [s for s in SERVICES + OPTIONAL if s.name in wanted]
 
 
 def line(info: Info, note: str = "") -> str:
     state = "up" if info.up else "DOWN"
     pid = str(info.pid) if info.pid else "-"
-    return f"{info.name:<11}{state:<6}{info.address:<42}pid {pid:<8}log {info.log}{note}"
+    return f"{info.name:<13}{state:<6}{info.address:<42}pid {pid:<8}log {info.log}{note}"
 
 
 def up(cfg: StackConfig, services: list[Service]) -> None:
@@ -69,7 +78,7 @@ def up(cfg: StackConfig, services: list[Service]) -> None:
 def down(cfg: StackConfig, services: list[Service]) -> None:
     for service in reversed(services):
         service.stop(cfg)
-        print(f"{service.name:<11}stopped", flush=True)
+        print(f"{service.name:<13}stopped", flush=True)
 
 
 def status(cfg: StackConfig, services: list[Service], as_json: bool) -> int:
@@ -87,7 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m stack", description="Run the local services without Docker."
     )
     parser.add_argument("command", choices=["fetch", "up", "down", "status"])
-    parser.add_argument("--only", help=f"comma-separated subset of: {','.join(NAMES)}")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated subset of: {','.join(NAMES)} "
+        f"(default: {','.join(s.name for s in SERVICES)}; the others run only when named)",
+    )
     parser.add_argument("--json", action="store_true", help="status as JSON")
     args = parser.parse_args(argv)
     return run_command("parity stack", lambda: _run(args))

@@ -19,10 +19,10 @@ from stack.config import StackConfig
 MANIFEST = "installed.txt"
 DONE = ".complete"
 
-KAFKA_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>local.parity</groupId>
-  <artifactId>kafka-broker</artifactId>
+  <artifactId>{name}</artifactId>
   <version>0</version>
   <dependencies>
 {deps}
@@ -88,16 +88,23 @@ def fetch_kafka(cfg: StackConfig, arts: Artifacts) -> Path:
     if (folder / DONE).is_file() and any(folder.glob("kafka_*.jar")):
         return folder
     say(f"fetching Kafka {arts.kafka_version} and its dependencies ...")
+    return _resolve(cfg, "kafka-broker", arts.kafka, folder, f"Kafka {arts.kafka_version}")
+
+
+def _resolve(cfg: StackConfig, name: str, coords: Sequence[Coordinate], folder: Path, what: str) -> Path:
+    """coords and their runtime dependencies into folder, through a generated POM."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     deps = "\n".join(
         f"    <dependency><groupId>{c.group}</groupId><artifactId>{c.artifact}</artifactId>"
-        f"<version>{c.version}</version></dependency>"
-        for c in arts.kafka
+        f"<version>{c.version}</version>"
+        + (f"<type>{c.type}</type><classifier>{c.classifier}</classifier>" if c.classifier else "")
+        + "</dependency>"
+        for c in coords
     )
-    pom = cfg.cache_dir / "kafka-pom" / "pom.xml"
+    pom = cfg.cache_dir / f"{name}-pom" / "pom.xml"
     pom.parent.mkdir(parents=True, exist_ok=True)
-    pom.write_text(KAFKA_POM.format(deps=deps))
+    pom.write_text(POM.format(name=name, deps=deps))
     _run(
         [
             _mvn(),
@@ -109,14 +116,36 @@ def fetch_kafka(cfg: StackConfig, arts: Artifacts) -> Path:
             f"-DoutputDirectory={folder}",
             "-DincludeScope=runtime",
         ],
-        f"Kafka {arts.kafka_version}",
+        what,
         MVN_FIX,
     )
     jars = [p.name for p in folder.glob("*.jar")]
-    if not _complete(folder, jars) or not any(n.startswith("kafka_") for n in jars):
-        raise StackError(f"fetching Kafka left an incomplete {folder}; run `python -m stack fetch` again")
+    if not _complete(folder, jars) or not all(_complete(folder, [c.file_name]) for c in coords):
+        raise StackError(f"fetching {what} left an incomplete {folder}; run `python -m stack fetch` again")
     (folder / DONE).write_text("\n".join(sorted(jars)) + "\n")
     return folder
+
+
+def s3_jar(cfg: StackConfig, arts: Artifacts) -> Path:
+    """The S3 server's self-contained jar (the [s3] artifact), fetched when missing."""
+    if arts.s3 is None:
+        raise StackError("stack/artifacts.toml has no [s3] artifact: add one to run the s3 service")
+    return fetch_jar(arts.s3, cfg.cache_dir / "downloads")
+
+
+def iceberg_rest_dir(cfg: StackConfig, arts: Artifacts) -> Path:
+    if not arts.iceberg_rest:
+        raise StackError("stack/artifacts.toml has no [iceberg-rest] artifacts: add them to run iceberg-rest")
+    return cfg.cache_dir / f"iceberg-rest-{arts.iceberg_rest[0].version}"
+
+
+def fetch_iceberg_rest(cfg: StackConfig, arts: Artifacts) -> Path:
+    """The REST catalog server's jars and their runtime dependencies."""
+    folder = iceberg_rest_dir(cfg, arts)
+    if (folder / DONE).is_file():
+        return folder
+    say("fetching the Iceberg REST catalog server and its dependencies ...")
+    return _resolve(cfg, "iceberg-rest", arts.iceberg_rest, folder, "the Iceberg REST catalog server")
 
 
 def registry_dir(cfg: StackConfig, arts: Artifacts) -> Path:
@@ -227,3 +256,8 @@ def fetch(cfg: StackConfig, only: Iterable[str] | None = None) -> None:
         fetch_registry(cfg, arts)
     if "flink" in wanted:
         install_flink_jars(cfg, arts)
+    # Optional services, fetched only when asked for by name.
+    if "s3" in wanted:
+        s3_jar(cfg, arts)
+    if "iceberg-rest" in wanted:
+        fetch_iceberg_rest(cfg, arts)
