@@ -24,13 +24,12 @@ import json
 import os
 import statistics
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import redis
-from job_bench import MemorySampler, rss_mb
-from peers.check import PEERS, delete_tiles, delete_topics, make_topic, peer_command, peer_env, verify
+from job_bench import rss_mb, timed_run
+from peers.check import PEERS, delete_topics, make_topic, peer_command, peer_env, verify
 
 from parity import jobctl
 from parity.config import RedisConfig
@@ -79,28 +78,15 @@ def _run_side(side: str, topic: str, workdir: Path, components: dict[str, int]) 
         cmd = peer_command(side, topic, run_id)
         env = peer_env()
         tiles_pattern = cleanup_pattern = f"peer:{side}:{run_id}:e:*"
-    log = workdir / f"{side}-{run_id}.log"
-    started = time.monotonic()
-    proc = jobctl.start_local(cmd, log, env=env)
-    sampler = MemorySampler(components, proc.pid)
-    sampler.start()
-    code = proc.wait()
-    seconds = time.monotonic() - started
-    sampler.done.set()
-    sampler.join()
-    if code != 0:
-        sys.exit(f"{side} failed with {code}; see {log}")
+    seconds, peak = timed_run(cmd, workdir / f"{side}-{run_id}.log", components, env)
     try:
         tiles = _count_fields(client, tiles_pattern)
     finally:
-        if side == PARITY:
-            _delete_keys(client, cleanup_pattern)
-        else:
-            delete_tiles(client, side, run_id)
+        _delete_keys(client, cleanup_pattern)
         client.close()
     # The sampler's one entry that is not a stack service is the side's own process tree.
-    own = max((v for k, v in sampler.peak.items() if k not in components), default=0.0)
-    stack = {k: v for k, v in sampler.peak.items() if k in components}
+    own = max((v for k, v in peak.items() if k not in components), default=0.0)
+    stack = {k: v for k, v in peak.items() if k in components}
     return {"seconds": seconds, "peak_rss_mb": own, "tiles": tiles, **stack}
 
 
