@@ -2,14 +2,22 @@
 
 With the stack up (``make up``):
 
-    .venv/bin/python bench/job_bench.py --events 1000000
+    .venv/bin/python bench/job_bench.py --events 1000000 --runs 3
 
 1. fills a fresh topic with N generated events (20k users over 30 days);
-2. runs the feature job (Kafka → tiles → Redis + Iceberg) bounded to that topic;
-3. runs the limit on the same topic: the same source, decoded into a blackhole;
-4. samples the resident memory of every stack process and the job during both.
+2. runs each side bounded to that topic, taking turns side by side, ``--runs`` times:
+   - ``job``: the feature job (Kafka → tiles → Redis + Iceberg + raw archive), Redis
+     written by the JVM sink;
+   - ``limit``: the same source, decoded into a blackhole;
+   - ``job-python-sink``: the feature job with ``PARITY_FLINK_REDIS_SINK=python``;
+   - ``job-no-archive``, ``job-no-iceberg-tiles``, ``job-no-iceberg-progress``,
+     ``job-redis-only``: the feature job without that writer (``jobs.stream --skip``),
+     which prices each offline writer;
+3. samples the resident memory of every stack process and of the side's process tree.
 
-Both runs include Flink's start-up; the ratio is feature job / limit in events/s.
+Every run includes Flink's start-up and writes under its own Redis prefix, Iceberg
+namespace and consumer group. Figures are medians over the runs; ratios compare the
+medians of events/s (so above 1 means faster than the side it is compared with).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import threading
 import time
@@ -61,9 +70,8 @@ class MemorySampler(threading.Thread):
         while not self.done.is_set():
             for name, pid in self.components.items():
                 self._record(name, rss_mb([pid, *descendants(pid)]))
-            self._record(
-                "job (mini-cluster + Python workers)", rss_mb([self.job_pid, *descendants(self.job_pid)])
-            )
+            side = rss_mb([self.job_pid, *descendants(self.job_pid)])
+            self._record("side (its process and every child)", side)
             time.sleep(0.5)
 
     def _record(self, name: str, value: float) -> None:
@@ -86,23 +94,48 @@ def timed_run(
     return elapsed, sampler.peak
 
 
+SIDES: dict[str, tuple[str, ...]] = {
+    "job": (),
+    "limit": (),
+    "job-python-sink": (),
+    "job-no-archive": ("archive",),
+    "job-no-iceberg-tiles": ("iceberg-tiles",),
+    "job-no-iceberg-progress": ("iceberg-progress",),
+    "job-redis-only": ("archive", "iceberg-tiles", "iceberg-progress"),
+}
+
+
+def side_command(side: str, topic: str, group_id: str) -> list[str]:
+    if side == "limit":
+        script = str(ROOT / "bench" / "decode_only.py")
+        return [str(jobctl.job_python()), script, "--topic", topic, "--group-id", group_id]
+    cmd = jobctl.stream_command("user_stats", bounded=True, topic=topic, group_id=group_id)
+    for writer in SIDES[side]:
+        cmd += ["--skip", writer]
+    return cmd
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--days", type=int, default=30)
+    p.add_argument("--runs", type=int, default=3, help="rounds; each round runs every side once")
+    p.add_argument(
+        "--sides",
+        default="job,limit,job-python-sink",
+        help=f"comma-separated, run in this order each round; from {', '.join(SIDES)}",
+    )
     args = p.parse_args()
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    unknown = [s for s in sides if s not in SIDES]
+    if unknown or not sides:
+        p.error(f"unknown side(s) {unknown}; choose from {', '.join(SIDES)}")
 
     cfg = StackConfig()
     components = {s.name: pid for s in SERVICES if s.name != "flink" and (pid := s.info(cfg).pid)}
-    run_id = uuid.uuid4().hex[:8]
-    topic = f"bench-job-{run_id}"
-    workdir = ROOT / ".parity" / "bench" / run_id
-    env = {
-        "PARITY_REDIS_KEY_PREFIX": f"bench{run_id}",
-        "PARITY_ICEBERG_NAMESPACE": f"bench{run_id}",
-        "PARITY_FLINK_CHECKPOINT_DIR": str(workdir / "checkpoints"),
-    }
+    bench_id = uuid.uuid4().hex[:8]
+    topic = f"bench-job-{bench_id}"
 
     print(f"generating {args.events:,} events ...", file=sys.stderr)
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -117,31 +150,42 @@ def main() -> int:
         sys.exit(f"producer failed: {summary.errors}")
     del events
 
-    print("running the feature job ...", file=sys.stderr)
-    job_cmd = jobctl.stream_command("user_stats", bounded=True, topic=topic, group_id=f"bench-job-{run_id}")
-    job_s, job_mem = timed_run(job_cmd, workdir / "job.log", components, env)
-    print("running the decode-only limit ...", file=sys.stderr)
-    limit_cmd = [
-        str(jobctl.job_python()),
-        str(ROOT / "bench" / "decode_only.py"),
-        "--topic",
-        topic,
-        "--group-id",
-        f"bench-limit-{run_id}",
-    ]
-    limit_s, limit_mem = timed_run(limit_cmd, workdir / "limit.log", components, env)
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
+    memory: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    for round_no in range(1, args.runs + 1):
+        for side in sides:
+            run_id = f"{bench_id}r{round_no}{side.replace('-', '')}"
+            workdir = ROOT / ".parity" / "bench" / run_id
+            env = {
+                "PARITY_REDIS_KEY_PREFIX": f"bench{run_id}",
+                "PARITY_ICEBERG_NAMESPACE": f"bench{run_id}",
+                "PARITY_FLINK_CHECKPOINT_DIR": str(workdir / "checkpoints"),
+            }
+            if side == "job-python-sink":
+                env["PARITY_FLINK_REDIS_SINK"] = "python"
+            cmd = side_command(side, topic, f"bench-{run_id}")
+            print(f"round {round_no}/{args.runs}: {side} ...", file=sys.stderr)
+            elapsed, peak = timed_run(cmd, workdir / f"{side}.log", components, env)
+            print(f"  {args.events / elapsed:,.0f} events/s in {elapsed:.1f} s", file=sys.stderr)
+            seconds[side].append(elapsed)
+            memory[side].append(peak)
 
-    result = {
+    rate = {side: args.events / statistics.median(runs) for side, runs in seconds.items()}
+    result: dict[str, object] = {
         "events": args.events,
-        "feature_job_s": round(job_s, 1),
-        "feature_job_events_per_s": round(args.events / job_s),
-        "decode_only_s": round(limit_s, 1),
-        "decode_only_events_per_s": round(args.events / limit_s),
-        "ratio_job_to_limit": round(limit_s / job_s, 3),
-        "peak_rss_mb_during_job": {k: round(v) for k, v in job_mem.items()},
-        "peak_rss_mb_during_limit": {k: round(v) for k, v in limit_mem.items()},
+        "runs": args.runs,
         "cpus": os.cpu_count(),
+        "events_per_s": {side: [round(args.events / s) for s in runs] for side, runs in seconds.items()},
+        "median_events_per_s": {side: round(r) for side, r in rate.items()},
+        "peak_rss_mb_median": {
+            side: {name: round(statistics.median(p.get(name, 0.0) for p in peaks)) for name in peaks[0]}
+            for side, peaks in memory.items()
+        },
     }
+    ratios = {}
+    if "job" in rate:
+        ratios = {f"job / {side}": round(rate["job"] / r, 3) for side, r in rate.items() if side != "job"}
+    result["ratios"] = ratios
     print(json.dumps(result, indent=2))
     return 0
 

@@ -195,6 +195,9 @@ class FeatureView:
     description: str = ""
     # Tiles older than the longest window plus this margin are pruned online.
     prune_margin: timedelta = field(default=timedelta(days=1))
+    # How often the job writes each entity's open tile to Redis, at most (its live
+    # tile: online reads at now see events this recent); None writes closed tiles only.
+    freshness: timedelta | None = timedelta(seconds=1)
 
     def __post_init__(self) -> None:
         _check_ident(self.name, "view name")
@@ -209,6 +212,11 @@ class FeatureView:
         self._check_defaults()
         if self.max_staleness <= timedelta(0):
             raise DefinitionError(f"view {self.name!r}: max_staleness must be positive.")
+        if self.freshness is not None and not timedelta(milliseconds=10) <= self.freshness < self.tile:
+            raise DefinitionError(
+                f"view {self.name!r}: freshness must be at least 10 ms and shorter than the tile "
+                f"({self.tile}), got {self.freshness}; None writes closed tiles only."
+            )
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
 
     def _check_tile(self) -> None:

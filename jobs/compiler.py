@@ -80,6 +80,11 @@ class CompiledPipeline:
             (the tile's end is at or behind the current watermark), so the
             streaming aggregation drops it. Such rows are counted, and kept
             in the raw archive for replay.
+        live_query: the open tiles' running totals, an updating aggregate keyed
+            by (entity, tile_start_ms), with each tile's newest event time. It
+            reads only rows that are not late, so a row behind the watermark
+            never starts a tile's total again from zero; its state lives for
+            ``live_state_ttl`` after a tile's last row. Streaming only.
     """
 
     view: FeatureView
@@ -88,6 +93,8 @@ class CompiledPipeline:
     tile_query: str
     progress_query: str
     late_condition: str
+    live_query: str = ""
+    live_state_ttl: timedelta = timedelta(0)
 
     def statements(self) -> list[str]:
         """The view definitions to run after the source table exists."""
@@ -150,7 +157,31 @@ def compile_view(view: FeatureView) -> CompiledPipeline:
         f"/ {tile_minutes} * {tile_minutes} + {tile_minutes}, TIMESTAMP '1970-01-01 00:00:00')"
     )
     late_condition = f"{tile_end} <= CURRENT_WATERMARK({event_time})"
-    return CompiledPipeline(view, source_table, tiles_view, tile_query, progress_query, late_condition)
+    # A tile's state outlives its period plus the allowed lateness, after which the window
+    # closes it and its rows are late; one more tile of margin.
+    ttl = 2 * view.tile + view.source.max_out_of_orderness
+    tile_start = (
+        f"CAST(TIMESTAMPDIFF(MINUTE, TIMESTAMP '1970-01-01 00:00:00', {event_time}) / {tile_minutes} "
+        f"* {tile_minutes} AS BIGINT) * 60000"
+    )
+    hint = f"/*+ STATE_TTL('live_rows' = '{int(ttl.total_seconds())} s') */"
+    # Only quoted identifiers and numbers are interpolated, as in the tile query.
+    live_query = (
+        "SELECT "  # noqa: S608
+        f"{hint}\n"
+        f"  {quote(key)},\n"
+        "  tile_start_ms,\n"
+        f"{aggregates},\n"
+        f"  MAX({event_time}) AS newest_event_time\n"
+        f"FROM (\n  SELECT *, {tile_start} AS tile_start_ms\n  FROM {quote(source_table)}\n"
+        f"  WHERE {quote(key)} IS NOT NULL AND CHAR_LENGTH({quote(key)}) > 0\n"
+        # Before the first watermark CURRENT_WATERMARK is NULL and no row is late.
+        f"    AND NOT COALESCE({late_condition}, FALSE)\n) AS live_rows\n"
+        f"GROUP BY {quote(key)}, tile_start_ms"
+    )
+    return CompiledPipeline(
+        view, source_table, tiles_view, tile_query, progress_query, late_condition, live_query, ttl
+    )
 
 
 def kafka_source_ddl(

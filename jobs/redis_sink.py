@@ -25,10 +25,16 @@ from sinks import redis_layout as keys
 from sinks.redis_windows import layout_args
 
 TILES, COMPLETENESS, LATE = "parity_redis_tiles", "parity_redis_completeness", "parity_redis_late"
+LIVE = "parity_redis_live"
 
 
 def sink_ddl(view: FeatureView, redis: RedisConfig, flink: FlinkJobConfig) -> list[str]:
-    """CREATE TEMPORARY TABLE statements for the three sinks of ``view``.
+    """CREATE TEMPORARY TABLE statements for the sinks of ``view``: closed tiles, completeness,
+    late rows, and for a view with a ``freshness`` its live tiles.
+
+    Live tiles are the open tiles' running totals, upserted by (entity, tile start)
+    and written at most once per ``freshness`` per entity; their newest event time
+    moves the view's head watermark (``sinks.redis_layout.head_key``).
 
     Raises:
         ConfigError: a Redis setting the JVM sink does not support yet.
@@ -68,7 +74,7 @@ def sink_ddl(view: FeatureView, redis: RedisConfig, flink: FlinkJobConfig) -> li
         common["redis.password"] = redis.password.get_secret_value()
     aggregates = [(quote(a.name), "BIGINT" if a.is_integer else "DOUBLE") for a in view.aggregations]
     tiles = [("entity", "STRING"), ("tile_start_ms", "BIGINT"), ("events", "BIGINT"), *aggregates]
-    return [
+    statements = [
         _table(TILES, tiles, common | {"kind": "tiles"}),
         _table(
             COMPLETENESS,
@@ -86,10 +92,24 @@ def sink_ddl(view: FeatureView, redis: RedisConfig, flink: FlinkJobConfig) -> li
             },
         ),
     ]
+    if view.freshness is not None:
+        live = [*tiles, ("newest_event_time", "TIMESTAMP(3)")]
+        options = common | {
+            "kind": "live",
+            "key.head": keys.head_key(prefix, view),
+            "batch.interval": f"{_ms(view.freshness)} ms",
+        }
+        statements.append(_table(LIVE, live, options, primary_key=("entity", "tile_start_ms")))
+    return statements
 
 
-def _table(name: str, columns: list[tuple[str, str]], options: dict[str, str]) -> str:
-    body = ",\n".join(f"  {column} {kind}" for column, kind in columns)
+def _table(
+    name: str, columns: list[tuple[str, str]], options: dict[str, str], primary_key: tuple[str, ...] = ()
+) -> str:
+    lines = [f"  {column} {kind}" for column, kind in columns]
+    if primary_key:
+        lines.append(f"  PRIMARY KEY ({', '.join(primary_key)}) NOT ENFORCED")
+    body = ",\n".join(lines)
     with_clause = ",\n".join(f"  {literal(k)} = {literal(v)}" for k, v in options.items())
     return f"CREATE TEMPORARY TABLE {quote(name)} (\n{body}\n) WITH (\n{with_clause}\n)"
 

@@ -57,6 +57,9 @@ log = logging.getLogger("parity.job")
 
 PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 
+# Writers a benchmark may leave out, to measure what each one costs (``--skip``).
+SKIPPABLE = ("archive", "iceberg-tiles", "iceberg-progress", "redis")
+
 
 def table_environment(view: FeatureView, flink: FlinkJobConfig, *, streaming: bool) -> TableEnvironment:
     if streaming and flink.metrics_ports:
@@ -130,6 +133,7 @@ def bind_sinks(
     archive_from: str,
     closed_before_ms: int,
     flink: FlinkJobConfig | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> StatementSet:
     """The job's inserts: the same tile and progress rows to Iceberg and to Redis, the raw
     archive, and the count of late rows.
@@ -138,6 +142,7 @@ def bind_sinks(
     those at or after ``closed_before_ms``, and the rest are counted late. Redis is
     written by the JVM sink of ``jobs.redis_sink``, or with
     ``PARITY_FLINK_REDIS_SINK=python`` by the Python functions of ``sinks.flink_udf``.
+    ``skip`` leaves writers out, for benchmarks only (``SKIPPABLE``).
     """
     flink = flink or FlinkJobConfig()
     view = pipeline.view
@@ -152,21 +157,26 @@ def bind_sinks(
     tiles = quote(pipeline.tiles_view)
     event_time = quote(view.source.event_time_field)
     statements = env.create_statement_set()
-    statements.add_insert_sql(
-        f"INSERT INTO {iceberg.sql_table(iceberg_cfg, iceberg.tiles_table(view))}\n"
-        f"SELECT {key}, tile_start, tile_end, events, {aggs} FROM {tiles}"
-    )
-    statements.add_insert_sql(
-        f"INSERT INTO {iceberg.sql_table(iceberg_cfg, iceberg.progress_table(view))}\n"
-        f"SELECT tile_start, tile_end, entities, events FROM {quote(progress_view)}"
-    )
-    add_archive(statements, pipeline, iceberg_cfg, archive_from)
+    if "iceberg-tiles" not in skip:
+        statements.add_insert_sql(
+            f"INSERT INTO {iceberg.sql_table(iceberg_cfg, iceberg.tiles_table(view))}\n"
+            f"SELECT {key}, tile_start, tile_end, events, {aggs} FROM {tiles}"
+        )
+    if "iceberg-progress" not in skip:
+        statements.add_insert_sql(
+            f"INSERT INTO {iceberg.sql_table(iceberg_cfg, iceberg.progress_table(view))}\n"
+            f"SELECT tile_start, tile_end, entities, events FROM {quote(progress_view)}"
+        )
+    if "archive" not in skip:
+        add_archive(statements, pipeline, iceberg_cfg, archive_from)
     late_s = f"CAST(TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', {event_time}) AS BIGINT)"
     late_columns = f"{late_s}, `kafka_partition`, `kafka_offset`"
     late_from = (
         f"FROM {quote(archive_from)}\n"
         f"WHERE {pipeline.late_condition} OR {event_time} < {_timestamp_literal(closed_before_ms)}"
     )
+    if "redis" in skip:
+        return statements
     if flink.redis_sink == "jvm":
         for ddl in redis_sink.sink_ddl(view, redis_cfg, flink):
             env.execute_sql(ddl)
@@ -177,7 +187,15 @@ def bind_sinks(
             f"INSERT INTO {quote(redis_sink.COMPLETENESS)}\nSELECT tile_end_ms FROM {quote(progress_view)}"
         )
         statements.add_insert_sql(f"INSERT INTO {quote(redis_sink.LATE)}\nSELECT {late_columns} {late_from}")
+        if view.freshness is not None:
+            statements.add_insert_sql(f"INSERT INTO {quote(redis_sink.LIVE)}\n{pipeline.live_query}")
         return statements
+    if view.freshness is not None:
+        log.warning(
+            "%s: live tiles need PARITY_FLINK_REDIS_SINK=jvm; this job writes closed tiles only, so "
+            "online reads at now lag by up to a tile plus the allowed lateness",
+            view.qualified_name,
+        )
     env.create_temporary_function("parity_redis_tiles", redis_tiles_udf(view.name, redis_cfg))
     env.create_temporary_function("parity_redis_completeness", redis_completeness_udf(view.name, redis_cfg))
     env.create_temporary_function("parity_late_events", late_events_udf(view.name, redis_cfg))
@@ -289,6 +307,7 @@ def _run(
         archive_from=decoded,
         closed_before_ms=plan.closed_before_ms,
         flink=flink,
+        skip=frozenset(args.skip),
     )
     for insert in source.inserts:
         statements.add_insert_sql(insert)
@@ -471,6 +490,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--parallelism", type=int, help="override PARITY_FLINK_PARALLELISM")
     p.add_argument("--detached", action="store_true", help="return once the job is submitted (flink run -d)")
     p.add_argument("--topic", help="read this topic instead of the view's own (a test or a blue/green run)")
+    p.add_argument(
+        "--skip",
+        action="append",
+        choices=SKIPPABLE,
+        default=[],
+        help="for benchmarks only: leave out this writer (repeatable). A job without one of its "
+        "stores breaks the contracts that store keeps: replay, skew and reads will disagree",
+    )
     return p
 
 

@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -462,6 +463,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     view = get_view(args.view)
     store = OnlineStore()
     try:
+        head = (store.head_watermarks() or {}).get(view.name)
         completeness = store.completeness(view)
         if completeness is None and args.as_of is None:
             raise ReadError(
@@ -475,6 +477,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"{view.qualified_name} as of {when.isoformat()} (Iceberg snapshot {offline.snapshot_id})")
+    if head is not None:
+        lag = max(0.0, time.time() - head / 1000)
+        print(f"online reads at now reflect events up to {from_ms(head).isoformat()} ({lag:.1f} s ago)")
+    elif view.freshness is not None:
+        print("no live tile written yet: online reads at now are tile-aligned")
     width = max(len(ref.split(":", 1)[1]) for ref in refs) + 2
     header = f"{'entity':<12} {'feature':<{width}} {'online (Redis)':>18} {'offline (Iceberg)':>18}"
     print(header)

@@ -104,6 +104,22 @@ def window_values(view: FeatureView, tiles: Sequence[Tile], end_ms: int) -> dict
     return raw
 
 
+def add_head(view: FeatureView, raw: Mapping[str, Value], head: Sequence[Value]) -> dict[str, Value]:
+    """Window aggregates with the head merged in: the events of the open tile up to the read time.
+
+    The head is the newest part of every window ``[end - W, t)``, so it is merged
+    last, after the tiles (float sums keep their start order). ``head`` holds one
+    value per aggregation, in the view's order.
+    """
+    out = dict(raw)
+    for window in view.windows:
+        label = duration_label(window)
+        for agg, value in zip(view.aggregations, head, strict=True):
+            name = f"{agg.name}_{label}"
+            out[name] = merge(agg.kind, [raw[name], value])
+    return out
+
+
 def is_stale(view: FeatureView, as_of_ms: int, completeness_ms: int | None) -> bool:
     """The view's tiles are older than its max staleness as of ``as_of_ms``."""
     return completeness_ms is not None and completeness_ms < as_of_ms - view.max_staleness / _MS
@@ -121,15 +137,24 @@ def finish(
 
 
 def finish_many(
-    view: FeatureView, raws: Sequence[Mapping[str, Value]], as_of_ms: int, completeness_ms: int | None
+    view: FeatureView,
+    raws: Sequence[Mapping[str, Value]],
+    as_of_ms: int,
+    completeness_ms: int | None,
+    *,
+    with_head: bool = False,
 ) -> list[dict[str, FeatureValue]]:
     """``finish`` for many entities as of one time; what all of them share is worked out once.
 
     - no value → the default, status ``missing`` (``stale`` when the view is stale);
     - stale → status ``stale``, serving the value or the default as ``on_stale`` says;
     - a ratio is present when both its terms are; a zero denominator serves ``on_zero``.
+
+    Each value's ``window_end`` says which window it covers: ``as_of`` itself when
+    ``with_head`` (the raws include the head, ``add_head``), else ``as_of`` rounded
+    down to the tile.
     """
-    end = from_ms(window_end_ms(view, as_of_ms))
+    end = from_ms(as_of_ms if with_head else window_end_ms(view, as_of_ms))
     stale = is_stale(view, as_of_ms, completeness_ms)
     absent_status = Status.STALE if stale else Status.MISSING
     present_status = Status.STALE if stale else Status.PRESENT

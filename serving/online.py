@@ -52,7 +52,7 @@ from features.definition import FeatureView, OnStale
 from features.registry import load_views
 from parity.config import RedisConfig
 from parity.errors import ReadError
-from serving.assembly import FeatureValue, Status, Tile, finish_many, from_ms, to_ms, window_end_ms
+from serving.assembly import FeatureValue, Status, Tile, add_head, finish_many, from_ms, to_ms, window_end_ms
 from serving.breaker import BreakerState, CircuitBreaker
 from serving.config import ServingConfig
 from serving.metrics import ServingMetrics
@@ -60,7 +60,15 @@ from serving.progress import OfflineProgress
 from sinks.base import Value
 from sinks.lua_scripts import load_script
 from sinks.redis import client_kwargs, explain
-from sinks.redis_layout import EPOCH_LOST, completeness_key, decode_tiles, entity_key, epoch_key, window_key
+from sinks.redis_layout import (
+    EPOCH_LOST,
+    completeness_key,
+    decode_tiles,
+    entity_key,
+    epoch_key,
+    head_key,
+    window_key,
+)
 from sinks.redis_windows import layout_args, slot_names
 
 if TYPE_CHECKING:  # only a served-feature logging process imports Kafka's client
@@ -165,6 +173,7 @@ class _ViewPlan:
     window_head: str  # the window key without the entity
     completeness_key: str
     epoch_key: str
+    head_key: str
 
     @classmethod
     def of(cls, view: FeatureView, prefix: str) -> _ViewPlan:
@@ -179,6 +188,7 @@ class _ViewPlan:
             window_key(prefix, view, ""),
             completeness_key(prefix, view),
             epoch_key(prefix, view),
+            head_key(prefix, view),
         )
 
     def raw(self, slots: Sequence[bytes | None]) -> dict[str, Value]:
@@ -190,6 +200,16 @@ class _ViewPlan:
                 out[name] = int(item) if is_int else float(item)
         return out
 
+    def head(self, tile: bytes | None) -> list[Value] | None:
+        """The aggregates of a stored head tile (``<events>|<agg>...``), or None when there is none."""
+        if not tile:
+            return None
+        items = tile.split(b"|")[1:]
+        return [
+            None if not item else int(item) if agg.is_integer else float(item)
+            for agg, item in zip(self.view.aggregations, items, strict=True)
+        ]
+
 
 class _ViewReply(NamedTuple):
     """What one read found of one view."""
@@ -199,6 +219,7 @@ class _ViewReply(NamedTuple):
     merged: list[int]  # indexes of the entities merged at read time
     lost: str | None  # why the view's values cannot be trusted (an error reason), or None
     beyond: list[int]  # indexes of the entities whose window reaches before their pruned tiles
+    heads: list[bytes | None]  # per entity, its head tile (the open tile at the read's end), if read
 
 
 def connect(cfg: RedisConfig, timeout_s: float) -> redis.Redis:
@@ -304,18 +325,21 @@ class OnlineStore:
         refs = self._parse(features)
         plans = {ref.view.name: self._plans[ref.view.name] for ref in refs}
         entities = {name: [entity_of(plan.view, row) for row in entity_rows] for name, plan in plans.items()}
+        # At now the read merges the head: the open tile up to now. A past as_of is read
+        # tile-aligned: the open tile of that time has moved on. window_end says which.
+        with_head = as_of is None
         when_ms = to_ms(as_of) if as_of is not None else int(time.time() * 1000)
         with self._tracer.start_as_current_span("get_online_features") as span:
             if span.is_recording():
                 span.set_attribute("parity.entities", len(entity_rows))
                 span.set_attribute("parity.features", len(refs))
                 span.set_attribute("parity.views", ",".join(plans))
-            stored = self._fetch_guarded(plans, entities, when_ms)
+            stored = self._fetch_guarded(plans, entities, when_ms, with_head)
             if stored is None:
                 span.set_attribute("parity.status", Status.ERROR.value)
                 out = self._defaults(refs, len(entity_rows), when_ms)
             else:
-                out = self._finish(refs, plans, stored, len(entity_rows), when_ms)
+                out = self._finish(refs, plans, stored, len(entity_rows), when_ms, with_head)
             # Sampled first: a read that is not logged builds nothing for the log.
             if self._feature_log is not None and self._feature_log.sampled():
                 self._feature_log.log(refs, entities, out, span.get_span_context())
@@ -335,6 +359,20 @@ class OnlineStore:
             for (name, plan), epoch in zip(plans, epochs, strict=True)
             if self._lost(name, plan.view, epoch)
         ]
+
+    def head_watermarks(self) -> dict[str, int | None] | None:
+        """Per view, its head watermark (epoch ms): the newest event time in a live tile the job
+        has written, None before any; None if Redis does not answer. Never raises.
+
+        Reads at now reflect events up to about it: its lag behind the clock is the
+        view's freshness (``freshness_lag_ms`` is the job's own figure of it).
+        """
+        plans = list(self._plans.items())
+        try:
+            raw: list[bytes | None] = self._client.mget([plan.head_key for _, plan in plans])  # type: ignore[assignment]
+        except redis.RedisError:
+            return None
+        return {name: None if v is None else int(v) for (name, _), v in zip(plans, raw, strict=True)}
 
     def _lost(self, name: str, view: FeatureView, epoch: bytes | None) -> bool:
         """Whether a view's epoch value says its Redis was lost; remembers epochs it has seen."""
@@ -405,7 +443,7 @@ class OnlineStore:
         return found
 
     def _fetch_guarded(
-        self, plans: Mapping[str, _ViewPlan], entities: Mapping[str, list[str]], when_ms: int
+        self, plans: Mapping[str, _ViewPlan], entities: Mapping[str, list[str]], when_ms: int, with_head: bool
     ) -> dict[str, _ViewReply] | None:
         """The window aggregates per view, or None when Redis failed or the breaker is open.
 
@@ -418,7 +456,7 @@ class OnlineStore:
         probing = self._breaker.state is BreakerState.HALF_OPEN
         try:
             with self._tracer.start_as_current_span("redis.read_windows") as span:
-                stored = self._fetch(plans, entities, when_ms)
+                stored = self._fetch(plans, entities, when_ms, with_head)
                 if span.is_recording():
                     span.set_attribute("db.system", "redis")
                     span.set_attribute("db.operation", "MGET")
@@ -441,9 +479,10 @@ class OnlineStore:
         return stored
 
     def _fetch(
-        self, plans: Mapping[str, _ViewPlan], entities: Mapping[str, list[str]], when_ms: int
+        self, plans: Mapping[str, _ViewPlan], entities: Mapping[str, list[str]], when_ms: int, with_head: bool
     ) -> dict[str, _ViewReply]:
-        """Per view: completeness, the slots of each entity, the entities merged at read time, loss."""
+        """Per view: completeness, the slots of each entity, the entities merged at read time, loss,
+        and with ``with_head`` each entity's head tile."""
         keys: list[str] = []
         for name, plan in plans.items():
             head = plan.window_head
@@ -461,18 +500,24 @@ class OnlineStore:
             stored_values = replies[at : at + len(names)]
             at += len(names)
             if self._lost(name, plan.view, epoch):
-                result[name] = _ViewReply(None, [], [], "store_lost", [])
+                result[name] = _ViewReply(None, [], [], "store_lost", [], [])
                 continue
             end_s = window_end_ms(plan.view, when_ms) // 1000
             width = len(plan.slot_names)
             absent = (None,) * width
             slots: list[Sequence[bytes | None]] = []
+            heads: list[bytes | None] = []
             to_merge: list[int] = []
+            head_field = b"#%d=" % end_s
             for index, stored in enumerate(stored_values):
+                heads.append(None)
                 if stored is None:  # no tiles at all
                     slots.append(absent)
                     continue
-                # <from>|<until>|<slots>[|<until 2>|<slots>]: see sinks.redis_windows.
+                # <from>|<until>|<slots>[|<until 2>|<slots>][#<start>=<tile>...]: sinks.redis_windows.
+                stored, hash_mark, open_tiles = stored.partition(b"#")
+                if with_head and hash_mark:
+                    heads[index] = _open_tile(b"#" + open_tiles, head_field)
                 parts = stored.split(b"|")
                 until = int(parts[1])
                 if int(parts[0]) <= end_s < until:
@@ -488,19 +533,20 @@ class OnlineStore:
                     (name, end_s, [plan.completeness_key] + [plan.key_head + names[i] for i in chunk], chunk)
                 )
             completeness = int(raw_completeness) if raw_completeness is not None else None
-            result[name] = _ViewReply(completeness, slots, to_merge, None, [])
+            result[name] = _ViewReply(completeness, slots, to_merge, None, [], heads)
         if merges:
             calls = [(script_keys, [end, *plans[view].layout]) for view, end, script_keys, _ in merges]
             merged = self._run(calls)
             for (name, end_s, _, chunk), reply in zip(merges, merged, strict=True):
-                view_slots, beyond = result[name].slots, result[name].beyond
+                view_slots, beyond, view_heads = result[name].slots, result[name].beyond, result[name].heads
                 # Windows starting at or before the newest pruned tile may lack pruned tiles.
                 reach = end_s - plans[name].longest_s
                 for index, entity_reply in zip(chunk, reply[1:], strict=True):
-                    view_slots[index] = entity_reply[:-1]
-                    pruned = entity_reply[-1]
+                    view_slots[index] = entity_reply[:-2]
+                    pruned, head = entity_reply[-2], entity_reply[-1]
                     if pruned and reach <= int(pruned):
                         beyond.append(index)
+                    view_heads[index] = head if with_head and head else None
         return result
 
     def _run(self, calls: Sequence[tuple[list[str], list[str | int]]]) -> list[Any]:
@@ -525,11 +571,12 @@ class OnlineStore:
         stored: Mapping[str, _ViewReply],
         rows: int,
         when_ms: int,
+        with_head: bool,
     ) -> list[dict[str, FeatureValue]]:
         out: list[dict[str, FeatureValue]] = [{} for _ in range(rows)]
         defaults = self._metrics.defaults
         for name, plan in plans.items():
-            completeness, replies, merged, lost, beyond = stored[name]
+            completeness, replies, merged, lost, beyond, heads = stored[name]
             view = plan.view
             if lost is not None:
                 self._lost_view(refs, name, lost, out, when_ms)
@@ -538,7 +585,15 @@ class OnlineStore:
             if merged:
                 self._merged[name].inc(len(merged))
             wanted = [(ref.feature, ref.qualified) for ref in refs if ref.view.name == name]
-            finished = finish_many(view, [plan.raw(reply) for reply in replies], when_ms, completeness)
+            raws = [plan.raw(reply) for reply in replies]
+            # A view without live tiles has no head: its reads stay tile-aligned.
+            live = with_head and view.freshness is not None
+            if live:
+                for index, tile in enumerate(heads):
+                    head = plan.head(tile)
+                    if head is not None:
+                        raws[index] = add_head(view, raws[index], head)
+            finished = finish_many(view, raws, when_ms, completeness, with_head=live)
             for index in beyond:
                 finished[index] = _beyond_horizon(view, finished[index])
             serves_default_when_stale = view.on_stale is OnStale.DEFAULT
@@ -586,6 +641,16 @@ class OnlineStore:
         for ref in refs:
             self._metrics.defaults.labels(ref.view.name, Status.ERROR.value).inc(rows)
         return [dict(row) for _ in range(rows)]
+
+
+def _open_tile(open_tiles: bytes, field: bytes) -> bytes | None:
+    """The tile stored after ``field`` (``#<start>=``) among a window key's open tiles, if any."""
+    at = open_tiles.find(field)
+    if at < 0:
+        return None
+    begin = at + len(field)
+    end = open_tiles.find(b"#", begin)
+    return open_tiles[begin:] if end < 0 else open_tiles[begin:end]
 
 
 def _beyond_horizon(view: FeatureView, values: Mapping[str, FeatureValue]) -> dict[str, FeatureValue]:

@@ -4,8 +4,10 @@
 [{"user_id": "u1"}], "as_of": null}`` and answers one result per entity, in
 order, each feature with its value, status and window end. ``GET /metrics`` is
 Prometheus' text format; ``GET /healthz`` is 200 while Redis answers and 503
-when not, names the circuit breaker's state, and lists the views whose Redis
-was lost (``lost_views``; status ``degraded``) until they are repaired.
+when not, names the circuit breaker's state, lists the views whose Redis
+was lost (``lost_views``; status ``degraded``) until they are repaired, and
+each view's head watermark (``head_watermarks``): the newest event time reads
+at now reflect.
 
 One caller cannot take reads from everyone else; each refusal names what to
 change and is counted in ``feature_requests_rejected_total{reason}``:
@@ -43,6 +45,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
 
 from parity.errors import ReadError
+from serving.assembly import from_ms
 from serving.config import ServingConfig
 from serving.limits import RETRY_AFTER_S, Admission, BodyLimit, Budget
 from serving.online import OnlineStore, id_problem
@@ -184,7 +187,13 @@ def create_app(store: OnlineStore, cfg: ServingConfig) -> FastAPI:
         # still serves, so 200, but it says which views need `parity repair-online`.
         lost = store.lost_views() if ok else None
         status = "ok" if ok and not lost else "degraded"
-        body = {"status": status, "redis": ok, "circuit": store.breaker_state.value, "lost_views": lost or []}
+        body = {
+            "status": status,
+            "redis": ok,
+            "circuit": store.breaker_state.value,
+            "lost_views": lost or [],
+            "head_watermarks": _heads(store.head_watermarks() if ok else None),
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
@@ -207,3 +216,8 @@ def _error(error: Any) -> dict[str, Any]:
 def _printable(part: Any) -> Any:
     """Text with lone surrogates written as ``\\udxxx``: JSON answers are UTF-8."""
     return part.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(part, str) else part
+
+
+def _heads(heads: dict[str, int | None] | None) -> dict[str, str | None]:
+    """Each view's head watermark as ISO-8601 UTC: how fresh its reads at now are."""
+    return {name: from_ms(ms).isoformat() if ms is not None else None for name, ms in (heads or {}).items()}

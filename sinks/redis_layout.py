@@ -18,6 +18,9 @@
   highest offset of a late row already in that count.
 - ``<prefix>:<view>:v<version>:epoch`` says whether this Redis holds the
   view's online horizon completely (the contract below).
+- ``<prefix>:<view>:v<version>:head`` holds the view's head watermark: the
+  newest event time (epoch ms) in a live tile the job has written, only ever
+  moved forward. Online reads at now reflect events up to about it.
 
 Every script that touches these keys is a file in ``sinks/lua/``, headed by
 its KEYS and ARGV, loaded by ``sinks.lua_scripts``: a client in another
@@ -116,6 +119,10 @@ def late_counted_key(prefix: str, view: FeatureView) -> str:
 
 def epoch_key(prefix: str, view: FeatureView) -> str:
     return f"{prefix}:{view.name}:v{view.version}:epoch"
+
+
+def head_key(prefix: str, view: FeatureView) -> str:
+    return f"{prefix}:{view.name}:v{view.version}:head"
 
 
 # The epoch key's value once an armed sink found it gone.

@@ -117,10 +117,24 @@ local function merge(c, flat, end_s)
   return res, changes, pruned
 end
 
+-- The tiles of an HGETALL reply that start at or after `from_s`: the open
+-- tiles of window ends from `from_s` on, as '#<start>=<tile>' each.
+local function open_tiles(flat, from_s)
+  local out = ''
+  for i = 1, #flat, 2 do
+    local s = tonum(flat[i])
+    if s ~= nil and s >= from_s then
+      out = out .. '#' .. flat[i] .. '=' .. flat[i + 1]
+    end
+  end
+  return out
+end
+
 -- Recompute the window values of one entity (tile hash `key`, window key
 -- `wkey`) for end `at` (epoch s, a string) and for the next end at which they
 -- change, or mark them out of date when `at` is ''. Files the entity in the due
--- set under the end of what the two cover.
+-- set under the end of what the two cover. The open tiles follow the values:
+-- a read at t adds the one that starts at its end, the head of [end - W, t).
 local function store(c, key, wkey, due, member, at)
   if at == '' then
     call('SET', wkey, '0|0')
@@ -145,7 +159,7 @@ local function store(c, key, wkey, due, member, at)
     value = value .. '|' .. string.format('%d', later) .. '|' .. table.concat(res, '|')
     covered = later
   end
-  call('SET', wkey, value)
+  call('SET', wkey, value .. open_tiles(flat, tonum(at)))
   if covered == NEVER then
     call('ZREM', due, member)
   else

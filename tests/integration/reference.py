@@ -46,20 +46,29 @@ class Windows:
                 times[(e["user_id"], "mobile_click")].append(ms(e["event_time"]))
         self._times = {k: sorted(v) for k, v in times.items()}
 
-    def count(self, user: str, event_type: str, end_ms: int, window_ms: int) -> int:
+    def between(self, user: str, event_type: str, low_ms: int, high_ms: int) -> int:
         times = self._times.get((user, event_type), [])
-        return bisect_left(times, end_ms) - bisect_left(times, end_ms - window_ms)
+        return bisect_left(times, high_ms) - bisect_left(times, low_ms)
 
-    def expected(self, user: str, end_ms: int) -> dict[str, float | int | None]:
-        """Feature values at a tile boundary; None where no event is in the window."""
+    def expected(
+        self, user: str, end_ms: int, head_until_ms: int | None = None
+    ) -> dict[str, float | int | None]:
+        """Feature values at a tile boundary; None where no event is in the window.
+
+        With ``head_until_ms`` (a time inside the hour starting at ``end_ms``) each
+        window also takes the events of ``[end_ms, head_until_ms)``: a read at that
+        time, whose window is ``[end - W, t)``.
+        """
+        high = end_ms if head_until_ms is None else head_until_ms
         out: dict[str, float | int | None] = {}
         for label, size in (("1d", DAY_MS), ("7d", 7 * DAY_MS)):
-            imps = self.count(user, "impression", end_ms, size)
-            clicks = self.count(user, "click", end_ms, size)
+            imps = self.between(user, "impression", end_ms - size, high)
+            clicks = self.between(user, "click", end_ms - size, high)
             seen = imps + clicks > 0
             out[f"impressions_{label}"] = imps if seen else None
             out[f"clicks_{label}"] = clicks if seen else None
-            out[f"mobile_clicks_{label}"] = self.count(user, "mobile_click", end_ms, size) if seen else None
+            mobile = self.between(user, "mobile_click", end_ms - size, high)
+            out[f"mobile_clicks_{label}"] = mobile if seen else None
         imps7, clicks7, mobile7 = out["impressions_7d"], out["clicks_7d"], out["mobile_clicks_7d"]
         if imps7 is None or clicks7 is None or mobile7 is None:
             out["click_rate_7d"] = out["mobile_click_share_7d"] = None

@@ -29,7 +29,7 @@ import serving.online
 import sinks.lua_scripts
 import sinks.redis
 from parity.config import RedisConfig
-from serving.assembly import assemble, from_ms, to_ms
+from serving.assembly import add_head, assemble, finish, from_ms, to_ms, window_values
 from serving.metrics import ServingMetrics
 from serving.online import OnlineStore
 from sinks.base import TileRow
@@ -44,6 +44,7 @@ from sinks.redis_layout import (
     epoch_key,
     late_counted_key,
     late_events_key,
+    window_key,
 )
 from sinks.redis_windows import layout_args
 from tests.unit.views import spend, user_stats
@@ -613,3 +614,54 @@ def test_the_fake_keeps_redis_rules_the_scripts_rely_on(server):
     server.set(completeness_key(PREFIX, spend), "1")
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         run("return redis.call('HGET', KEYS[1], 'f')")(keys=[completeness_key(PREFIX, spend)])
+
+
+# Reads at now: the head.
+
+
+def test_reads_at_now_add_the_open_tile_stored_or_merged_and_past_reads_stay_tile_aligned(server):
+    import time
+
+    now = int(time.time() * 1000)
+    hour = now - now % HOUR
+    sink = open_sink(spend, Clock(now))
+    rng = random.Random(3)
+    old = spend_rows(rng, users=6, hours=3 * 24 - 1)
+    shift = hour - T0 - 3 * 24 * HOUR  # the random tiles, moved to end an hour before now
+    rows = [
+        TileRow(r.entity, r.tile_start_ms + shift, r.tile_end_ms + shift, r.events, r.values) for r in old
+    ]
+    live = [TileRow(f"u{u}", hour, hour + HOUR, 4, (3, 1.25 * u, -2.0, 7.5 + u)) for u in range(4)]
+    sink.write(rows + live)
+    users = [f"u{u}" for u in range(7)]
+    window = server.get(window_key(PREFIX, spend, "u1"))
+    assert window is not None and window.endswith(b"#%d=4|3|1.25|-2.0|8.5" % (hour // 1000))
+
+    store, metrics = open_store()
+
+    def expected(user: str, at_ms: int) -> dict:
+        tiles = store.tiles(spend, user)
+        closed = assemble(spend, tiles, from_ms(at_ms), store.completeness(spend))
+        head = next((t for t in tiles if t.start_ms == hour), None)
+        if head is None:
+            return {name: v.value for name, v in closed.items()}
+        raw = window_values(spend, tiles, hour)
+        withhead = finish(spend, add_head(spend, raw, head.values), at_ms, store.completeness(spend))
+        return {name: v.value for name, v in withhead.items()}
+
+    for stored in (True, False):
+        if not stored:  # values out of date: merged at read time, head included
+            for user in users:
+                server.data[window_key(PREFIX, spend, user)] = "0|0"
+        before = merged(metrics)
+        began = int(time.time() * 1000)
+        got = store.get_online_features(FEATURES, [{"user_id": u} for u in users])
+        for user, values in zip(users, got, strict=True):
+            assert {ref.split(":", 1)[1]: v.value for ref, v in values.items()} == expected(user, began), user
+            assert all(began <= to_ms(v.window_end) <= int(time.time() * 1000) for v in values.values())
+        # Stored: the entities with a live tile were written just now, so served as stored.
+        assert merged(metrics) - before == (
+            len({r.entity for r in old} - {r.entity for r in live}) if stored else len(users)
+        )
+    # A past as_of cannot know its head: tile-aligned, and window_end says so.
+    check_against_assemble(store, users, now - 2 * HOUR)

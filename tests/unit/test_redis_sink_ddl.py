@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from jobs.redis_sink import COMPLETENESS, LATE, TILES, sink_ddl
+from jobs.redis_sink import COMPLETENESS, LATE, LIVE, TILES, sink_ddl
 from parity.config import FlinkJobConfig, RedisConfig
 from parity.errors import ConfigError
 from sinks import redis_layout
@@ -23,9 +23,9 @@ def tables(redis: RedisConfig | None = None, flink: FlinkJobConfig | None = None
 
 def test_each_kind_has_its_table_with_the_columns_the_sink_reads():
     made = tables()
-    assert set(made) == {TILES, COMPLETENESS, LATE}
+    assert set(made) == {TILES, COMPLETENESS, LATE, LIVE}
     assert "`impressions` BIGINT" in made[TILES] and "`clicks` BIGINT" in made[TILES]
-    assert [options(s)["kind"] for s in made.values()] == ["tiles", "completeness", "late"]
+    assert [options(s)["kind"] for s in made.values()] == ["tiles", "completeness", "late", "live"]
     assert "kafka_partition INT" in made[LATE]
 
 
@@ -64,3 +64,19 @@ def test_a_password_file_is_passed_by_path_and_no_password_otherwise(tmp_path):
 def test_tls_is_refused_naming_the_python_writer():
     with pytest.raises(ConfigError, match="PARITY_FLINK_REDIS_SINK=python"):
         sink_ddl(user_stats, RedisConfig(tls=True), FlinkJobConfig())
+
+
+def test_live_tiles_are_upserted_by_entity_and_tile_at_the_views_freshness():
+    live = tables()[LIVE]
+    assert "PRIMARY KEY (entity, tile_start_ms) NOT ENFORCED" in live
+    assert "newest_event_time TIMESTAMP(3)" in live
+    made = options(live)
+    assert made["batch.interval"] == "1000 ms"  # the view's freshness
+    assert made["key.head"] == redis_layout.head_key("parity", user_stats)
+
+
+def test_a_view_without_freshness_has_no_live_table():
+    from dataclasses import replace
+
+    statements = sink_ddl(replace(user_stats, freshness=None), RedisConfig(), FlinkJobConfig())
+    assert not any(LIVE in s for s in statements)

@@ -4,7 +4,8 @@ The merge script's contract is played by ``assembly.window_values``; the real
 Lua scripts are held to the same contract against a real Redis in the
 integration tests. Like the real sink, ``put`` marks an entity's precomputed
 window values out of date; ``precompute`` stores them for one window end;
-``prune`` deletes old tiles and keeps the pruned mark.
+``prune`` deletes old tiles and keeps the pruned mark. Both keep the open
+tiles (a read's head) as the scripts do.
 """
 
 from __future__ import annotations
@@ -71,7 +72,14 @@ class FakeRedis:
         later = self._next_change(view, key, until)
         parts = [str(at_ms // 1000).encode(), str(until // 1000).encode(), *first]
         parts += [str(later // 1000).encode(), *second]
-        self.strings[f"{self.prefix}:{view.name}:v{view.version}:w:{entity}"] = b"|".join(parts)
+        opened = [
+            b"#%s=%s" % (f, v)
+            for f, v in self.hashes.get(key, {}).items()
+            if f.isdigit() and int(f) * 1000 >= at_ms
+        ]
+        self.strings[f"{self.prefix}:{view.name}:v{view.version}:w:{entity}"] = b"|".join(parts) + b"".join(
+            opened
+        )
         return later
 
     def prune(self, view: FeatureView, entity: str, before_ms: int) -> None:
@@ -135,9 +143,9 @@ class FakeRedis:
         end_ms = int(args[0]) * 1000
         out: list = [self.strings.get(keys[0], b"")]
         for key in keys[1:]:
-            out.append(
-                [*self._slots(view, key, end_ms), self.hashes.get(key, {}).get(PRUNED_FIELD.encode(), b"")]
-            )
+            tiles = self.hashes.get(key, {})
+            pruned, head = tiles.get(PRUNED_FIELD.encode(), b""), tiles.get(str(args[0]).encode(), b"")
+            out.append([*self._slots(view, key, end_ms), pruned, head])
         return out
 
     def _slots(self, view: FeatureView, key: str, end_ms: int) -> list[bytes]:

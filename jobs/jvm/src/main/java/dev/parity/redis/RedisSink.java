@@ -26,7 +26,7 @@ final class RedisSink implements Sink<RowData> {
     @Override
     public SinkWriter<RowData> createWriter(WriterInitContext context) throws IOException {
         return switch (settings.kind) {
-            case TILES -> new TileWriter(settings, aggregates, context, System::currentTimeMillis);
+            case TILES, LIVE -> new TileWriter(settings, aggregates, context, System::currentTimeMillis);
             case COMPLETENESS -> new CompletenessWriter(settings, context, System::currentTimeMillis);
             case LATE -> new LateWriter(settings, context);
         };

@@ -31,7 +31,7 @@ public final class RedisSinkFactory implements DynamicTableSinkFactory {
             RedisSinkOptions.PASSWORD, RedisSinkOptions.PASSWORD_FILE, RedisSinkOptions.SOCKET_TIMEOUT,
             RedisSinkOptions.RETRY_BUDGET, RedisSinkOptions.KEY_TILES, RedisSinkOptions.KEY_WINDOWS,
             RedisSinkOptions.KEY_DUE, RedisSinkOptions.KEY_COMPLETENESS, RedisSinkOptions.KEY_LATE_EVENTS,
-            RedisSinkOptions.KEY_LATE_COUNTED, RedisSinkOptions.LAYOUT, RedisSinkOptions.TILE_MS,
+            RedisSinkOptions.KEY_LATE_COUNTED, RedisSinkOptions.KEY_HEAD, RedisSinkOptions.LAYOUT, RedisSinkOptions.TILE_MS,
             RedisSinkOptions.HORIZON_MS, RedisSinkOptions.STALENESS_MS, RedisSinkOptions.BATCH_SIZE,
             RedisSinkOptions.BATCH_INTERVAL);
     }
@@ -44,7 +44,9 @@ public final class RedisSinkFactory implements DynamicTableSinkFactory {
         List<LogicalType> columns = context.getCatalogTable().getResolvedSchema().toPhysicalRowDataType()
             .getLogicalType().getChildren();
         checkColumns(settings, columns);
-        List<LogicalTypeRoot> aggregates = columns.stream().skip(3).map(LogicalType::getTypeRoot).toList();
+        int aggregateCount = columns.size() - 3 - (settings.kind == RedisSinkSettings.Kind.LIVE ? 1 : 0);
+        List<LogicalTypeRoot> aggregates = columns.stream().skip(3).limit(Math.max(0, aggregateCount))
+            .map(LogicalType::getTypeRoot).toList();
         return new RedisTableSink(settings, aggregates);
     }
 
@@ -56,12 +58,20 @@ public final class RedisSinkFactory implements DynamicTableSinkFactory {
                 && (roots.get(0) == LogicalTypeRoot.VARCHAR || roots.get(0) == LogicalTypeRoot.CHAR)
                 && roots.get(1) == LogicalTypeRoot.BIGINT && roots.get(2) == LogicalTypeRoot.BIGINT
                 && roots.stream().skip(3).allMatch(r -> r == LogicalTypeRoot.BIGINT || r == LogicalTypeRoot.DOUBLE);
+            case LIVE -> roots.size() >= 4
+                && (roots.get(0) == LogicalTypeRoot.VARCHAR || roots.get(0) == LogicalTypeRoot.CHAR)
+                && roots.get(1) == LogicalTypeRoot.BIGINT && roots.get(2) == LogicalTypeRoot.BIGINT
+                && roots.subList(3, roots.size() - 1).stream()
+                    .allMatch(r -> r == LogicalTypeRoot.BIGINT || r == LogicalTypeRoot.DOUBLE)
+                && roots.get(roots.size() - 1) == LogicalTypeRoot.TIMESTAMP_WITHOUT_TIME_ZONE;
             case COMPLETENESS -> roots.equals(List.of(LogicalTypeRoot.BIGINT));
             case LATE -> roots.equals(List.of(LogicalTypeRoot.BIGINT, LogicalTypeRoot.INTEGER, LogicalTypeRoot.BIGINT));
         };
         if (!ok) {
             String expected = switch (settings.kind) {
                 case TILES -> "(entity STRING, tile_start_ms BIGINT, events BIGINT, then BIGINT or DOUBLE aggregates)";
+                case LIVE -> "(entity STRING, tile_start_ms BIGINT, events BIGINT, BIGINT or DOUBLE aggregates, "
+                    + "newest_event_time TIMESTAMP(3))";
                 case COMPLETENESS -> "(tile_end_ms BIGINT)";
                 case LATE -> "(event_time_s BIGINT, kafka_partition INT, kafka_offset BIGINT)";
             };

@@ -15,7 +15,8 @@ public final class RedisSinkOptions {
     private RedisSinkOptions() { }
 
     public static final ConfigOption<String> KIND = ConfigOptions.key("kind").stringType().noDefaultValue()
-        .withDescription("What the rows are: 'tiles' (entity, tile_start_ms, events, aggregates...), "
+        .withDescription("What the rows are: 'tiles' (entity, tile_start_ms, events, aggregates...), 'live' "
+            + "(the same, updated as the open tile grows, then newest_event_time), "
             + "'completeness' (tile_end_ms) or 'late' (event_time_s, kafka_partition, kafka_offset).");
     public static final ConfigOption<String> VIEW = ConfigOptions.key("view").stringType().noDefaultValue()
         .withDescription("The view's qualified name, for metrics and messages.");
@@ -45,6 +46,9 @@ public final class RedisSinkOptions {
         .noDefaultValue();
     public static final ConfigOption<String> KEY_LATE_COUNTED = ConfigOptions.key("key.late-counted").stringType()
         .noDefaultValue();
+
+    public static final ConfigOption<String> KEY_HEAD = ConfigOptions.key("key.head").stringType().noDefaultValue()
+        .withDescription("Live tiles: the view's head watermark, the newest event time written (epoch ms).");
 
     public static final ConfigOption<String> LAYOUT = ConfigOptions.key("layout").stringType().noDefaultValue()
         .withDescription("sinks.redis_windows.layout_args(view), comma-separated.");

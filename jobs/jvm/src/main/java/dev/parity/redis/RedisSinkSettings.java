@@ -13,7 +13,7 @@ public final class RedisSinkSettings implements Serializable {
 
     private static final long serialVersionUID = 1L;
 
-    public enum Kind { TILES, COMPLETENESS, LATE }
+    public enum Kind { TILES, LIVE, COMPLETENESS, LATE }
 
     final Kind kind;
     final String view;
@@ -32,6 +32,7 @@ public final class RedisSinkSettings implements Serializable {
     final String completenessKey;
     final String lateEventsKey;
     final String lateCountedKey;
+    final String headKey;
     final List<String> layout;
     final long tileMs;
     final long horizonMs;
@@ -45,7 +46,7 @@ public final class RedisSinkSettings implements Serializable {
             kind = Kind.valueOf(rawKind.toUpperCase(java.util.Locale.ROOT));
         } catch (IllegalArgumentException e) {
             throw new ValidationException("'parity-redis' option 'kind' is " + rawKind
-                + "; use tiles, completeness or late");
+                + "; use tiles, live, completeness or late");
         }
         view = required(options, RedisSinkOptions.VIEW.key(), options.get(RedisSinkOptions.VIEW));
         host = options.get(RedisSinkOptions.HOST);
@@ -63,6 +64,7 @@ public final class RedisSinkSettings implements Serializable {
         completenessKey = options.getOptional(RedisSinkOptions.KEY_COMPLETENESS).orElse(null);
         lateEventsKey = options.getOptional(RedisSinkOptions.KEY_LATE_EVENTS).orElse(null);
         lateCountedKey = options.getOptional(RedisSinkOptions.KEY_LATE_COUNTED).orElse(null);
+        headKey = options.getOptional(RedisSinkOptions.KEY_HEAD).orElse(null);
         String rawLayout = options.getOptional(RedisSinkOptions.LAYOUT).orElse("");
         layout = rawLayout.isEmpty() ? List.of() : Arrays.asList(rawLayout.split(","));
         tileMs = options.getOptional(RedisSinkOptions.TILE_MS).orElse(0L);
@@ -72,7 +74,10 @@ public final class RedisSinkSettings implements Serializable {
         Duration interval = options.get(RedisSinkOptions.BATCH_INTERVAL);
         batchIntervalMs = Math.max(1, interval.toMillis());
         switch (kind) {
-            case TILES -> {
+            case TILES, LIVE -> {
+                if (kind == Kind.LIVE) {
+                    required(options, "key.head", headKey);
+                }
                 required(options, "key.tiles", tilesHead);
                 required(options, "key.windows", windowsHead);
                 required(options, "key.due", dueKey);

@@ -7,7 +7,7 @@ import org.apache.flink.table.types.logical.LogicalTypeRoot;
 
 import java.util.List;
 
-/** The planner's view of a 'parity-redis' table: insert-only rows into a {@link RedisSink}. */
+/** The planner's view of a 'parity-redis' table: rows into a {@link RedisSink}. */
 final class RedisTableSink implements DynamicTableSink {
 
     private final RedisSinkSettings settings;
@@ -20,7 +20,9 @@ final class RedisTableSink implements DynamicTableSink {
 
     @Override
     public ChangelogMode getChangelogMode(ChangelogMode requestedMode) {
-        return ChangelogMode.insertOnly();
+        // Live tiles are an updating aggregate keyed by (entity, tile start): each update is
+        // the tile's new total, so the sink takes upserts and needs no retractions.
+        return settings.kind == RedisSinkSettings.Kind.LIVE ? ChangelogMode.upsert() : ChangelogMode.insertOnly();
     }
 
     @Override

@@ -3,6 +3,7 @@ package dev.parity.redis;
 import org.apache.flink.api.connector.sink2.WriterInitContext;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.table.data.RowData;
+import org.apache.flink.types.RowKind;
 import org.apache.flink.table.types.logical.LogicalTypeRoot;
 import redis.clients.jedis.Pipeline;
 import redis.clients.jedis.Response;
@@ -23,6 +24,12 @@ import java.util.function.LongSupplier;
  * than the stored one (its version); the window values are recomputed from the tiles. A later row
  * for a tile already in the batch replaces it there, so a tile updated many times between two
  * writes costs one.
+ *
+ * <p>Live tiles (kind {@code live}) are the open tiles' running totals, upserted as events arrive;
+ * their batch interval is the view's freshness. The same guard orders them with the closed tile,
+ * which carries at least as many events. Their newest event time moves the view's head watermark
+ * ({@code key.head}) forward, in the same round trip, through {@code advance_completeness.lua}
+ * (it only ever moves a key forward).
  */
 final class TileWriter extends BatchingWriter {
 
@@ -37,11 +44,15 @@ final class TileWriter extends BatchingWriter {
     private final Map<String, Long> newestEnd = new LinkedHashMap<>();
     private int tiles;
     private final boolean armed;
+    private final boolean live;
+    private long pendingHead = -1;
+    private volatile long headMs = -1;
 
     TileWriter(RedisSinkSettings settings, List<LogicalTypeRoot> aggregateTypes, WriterInitContext context,
                LongSupplier clock) throws IOException {
-        super(settings, context, "set_tiles");
+        super(settings, context, "set_tiles", "advance_completeness");
         this.armed = armed();
+        this.live = settings.kind == RedisSinkSettings.Kind.LIVE;
         this.integers = new boolean[aggregateTypes.size()];
         for (int i = 0; i < integers.length; i++) {
             integers[i] = aggregateTypes.get(i) != LogicalTypeRoot.DOUBLE;
@@ -51,10 +62,18 @@ final class TileWriter extends BatchingWriter {
         this.refused = metrics.counter("redis_tiles_refused_stale");
         this.batches = metrics.counter("redis_batches");
         metrics.gauge("redis_write_ms", () -> lastWriteMs);
+        if (live) {
+            // How far the newest event online reads reflect lags the wall clock (0 before any).
+            metrics.gauge("freshness_lag_ms", () -> headMs < 0 ? 0L : Math.max(0L, clock.getAsLong() - headMs));
+            metrics.gauge("head_watermark_ms", () -> headMs);
+        }
     }
 
     @Override
     public void write(RowData row, Context context) throws IOException {
+        if (row.getRowKind() == RowKind.UPDATE_BEFORE || row.getRowKind() == RowKind.DELETE) {
+            return;  // a tile only grows: its next total replaces it
+        }
         String entity = row.getString(0).toString();
         long startMs = row.getLong(1);
         StringBuilder value = new StringBuilder().append(row.getLong(2));
@@ -70,6 +89,9 @@ final class TileWriter extends BatchingWriter {
             tiles++;
         }
         newestEnd.merge(entity, startMs + settings.tileMs, Math::max);
+        if (live) {
+            pendingHead = Math.max(pendingHead, row.getTimestamp(3 + integers.length, 3).getMillisecond());
+        }
         added();
     }
 
@@ -84,6 +106,7 @@ final class TileWriter extends BatchingWriter {
         int count = tiles;
         boolean arm = armed;
         long now = clock.getAsLong();
+        long head = pendingHead;
         String at = Long.toString(Math.floorDiv(now - Math.floorMod(now, settings.tileMs), 1000L));
         long done = client.call(count + " tiles of " + settings.view, (jedis, shas) -> {
             Pipeline pipe = jedis.pipelined();
@@ -107,6 +130,9 @@ final class TileWriter extends BatchingWriter {
                     : List.of(settings.tilesHead + entity, settings.windowsHead + entity, settings.dueKey);
                 replies.add(pipe.evalsha(shas.get("set_tiles"), keys, argv));
             }
+            if (head >= 0) {
+                pipe.evalsha(shas.get("advance_completeness"), List.of(settings.headKey), List.of(Long.toString(head)));
+            }
             pipe.sync();
             long sum = 0;
             for (Response<Object> reply : replies) {
@@ -117,6 +143,8 @@ final class TileWriter extends BatchingWriter {
         batch.clear();
         newestEnd.clear();
         tiles = 0;
+        pendingHead = -1;
+        headMs = Math.max(headMs, head);
         applied.inc(done);
         refused.inc(count - done);
         batches.inc();

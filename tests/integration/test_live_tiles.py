@@ -1,0 +1,127 @@
+"""Fresh to the second: reads at now take the live head tile, and equal the reference at that instant.
+
+Events are produced with event times up to a second before the job reads
+them, across the current and earlier hours. Once the job has read the topic to
+its end, an online read at now covers ``[floor(t) - W, t)`` for each window W:
+the closed tiles plus the head, the events of the open hour up to the read.
+An independent reference counts the same span from the raw events.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from features.user_stats import view as user_stats
+from parity.config import KafkaConfig, RegistryConfig
+from producer.produce import produce_events
+from serving.assembly import to_ms
+from serving.online import OnlineStore
+from sinks.redis import connect
+from sinks.redis_layout import late_events_key
+from tests.integration import reference
+
+pytestmark = pytest.mark.integration
+
+USERS = [f"live-{i:02d}" for i in range(30)]
+FEATURES = [f"user_stats:{name}" for name in user_stats.feature_names]
+
+
+def _events(now: datetime, seed: int, count: int, span: timedelta) -> list[dict]:
+    rng = random.Random(seed)
+    events = []
+    for i in range(count):
+        # Up to a second before `now`, most in the last hours, some a few days back.
+        back = span * rng.random() ** 2 + timedelta(seconds=1)
+        kind = rng.choice(["impression", "impression", "impression", "click"])
+        events.append(
+            {
+                "event_id": f"live-{seed}-{i}",
+                "user_id": rng.choice(USERS),
+                "ad_id": "ad-1",
+                "event_type": kind,
+                "event_time": now - back,
+                "campaign_id": "c",
+                "country": "DE",
+                "cost": 0.1,
+                "device": rng.choice(["mobile", "desktop"]),
+            }
+        )
+    return sorted(events, key=lambda e: e["event_time"])
+
+
+def _send(events: list[dict], topic: str) -> None:
+    summary = produce_events(events, topic, KafkaConfig(), RegistryConfig())
+    assert (summary.sent, summary.failed) == (len(events), 0)
+
+
+def _check_at_now(store: OnlineStore, events: list[dict]) -> int:
+    """Online values at now against the reference over [floor(t) - W, t); returns t (ms)."""
+    got = store.get_online_features(FEATURES, [{"user_id": u} for u in USERS])
+    t_ms = to_ms(got[0][FEATURES[0]].window_end)
+    expected = reference.Windows(events)
+    floor = t_ms - t_ms % reference.HOUR_MS
+    for user, values in zip(USERS, got, strict=True):
+        want = expected.expected(user, floor, head_until_ms=t_ms)
+        for ref, value in values.items():
+            name = ref.split(":", 1)[1]
+            assert to_ms(value.window_end) == t_ms, "a read at now covers the window up to now"
+            if want[name] is None:
+                continue  # no event of that window: the default, as at tile boundaries
+            assert value.value == pytest.approx(want[name], abs=1e-12), (user, name, t_ms)
+    return t_ms
+
+
+def test_reads_at_now_include_the_head_and_equal_the_reference_restarts_keep_it(isolated):
+    now = datetime.now(UTC)
+    first = _events(now, seed=1, count=3000, span=timedelta(hours=30))
+    # The newest event of each user's head is what it is about: one second old for some.
+    _send(first, isolated.topic)
+    isolated.wait(isolated.start_job("user_stats", bounded=True), timeout=300)
+
+    store = OnlineStore(isolated.redis)
+    try:
+        _check_at_now(store, first)
+        # At a tile boundary the head is empty: the read is tile-aligned, as before.
+        boundary = datetime.fromtimestamp((to_ms(now) - to_ms(now) % reference.HOUR_MS) / 1000, tz=UTC)
+        aligned = store.get_online_features(FEATURES, [{"user_id": u} for u in USERS], as_of=boundary)
+        expected = reference.Windows(first)
+        for user, values in zip(USERS, aligned, strict=True):
+            want = expected.expected(user, to_ms(boundary))
+            for ref, value in values.items():
+                assert value.window_end == boundary
+                name = ref.split(":", 1)[1]
+                if want[name] is not None:
+                    assert value.value == pytest.approx(want[name], abs=1e-12), (user, name)
+        head = (store.head_watermarks() or {}).get("user_stats")
+        assert head == max(to_ms(e["event_time"]) for e in first), "the head watermark is the newest event"
+        heads_before = {u: _head_events(store, u, now) for u in USERS}
+    finally:
+        store.close()
+
+    # A restart from the savepoint, a late event for a closed hour, and new events now.
+    later = datetime.now(UTC)
+    late = dict(first[0], event_id="live-late", user_id=USERS[0], event_time=later - timedelta(hours=20))
+    second = _events(later, seed=2, count=300, span=timedelta(minutes=2))
+    _send([late, *second], isolated.topic)
+    isolated.wait(isolated.start_job("user_stats", bounded=True), timeout=300)
+
+    store = OnlineStore(isolated.redis)
+    client = connect(isolated.redis)
+    try:
+        # The late event changed no tile (it is counted, and replay corrects the offline side).
+        _check_at_now(store, first + second)
+        assert int(client.get(late_events_key(isolated.redis.key_prefix, user_stats)) or 0) >= 1
+        for user in USERS:
+            assert _head_events(store, user, now) >= heads_before[user], f"{user}'s head went backwards"
+    finally:
+        client.close()
+        store.close()
+
+
+def _head_events(store: OnlineStore, user: str, now: datetime) -> int:
+    """Events in the user's tile of the hour holding ``now``, as Redis has it (0 without one)."""
+    start = to_ms(now) - to_ms(now) % reference.HOUR_MS
+    return next((t.events for t in store.tiles(user_stats, user) if t.start_ms == start), 0)
