@@ -11,12 +11,16 @@ Read path, per request:
    (``sinks.redis_windows``). A view whose Redis was lost (the epoch contract
    in ``sinks.redis_layout``) is answered with defaults, status ``error``.
    Values stored for a range of window ends that holds the read's end are used
-   as they are.
+   as they are. A read at now also takes the entity's head from the same
+   value: the open tile starting at the read's end (``sinks.redis_windows``),
+   merged after the closed tiles by ``assembly.add_head``; its values' window
+   end is then the read time. A past ``as_of`` is read tile-aligned.
 4. Only entities whose stored values do not cover the read's end (a past
    ``as_of``, or values that decayed and await the job's refresh) take a
    second round trip: a Lua script merges their tiles inside Redis with the
    same function the job used to precompute, in chunks of ``CHUNK`` entities
-   so no call holds Redis for long. It also returns the entity's pruned mark.
+   so no call holds Redis for long. It also returns the entity's pruned mark
+   and its head.
 5. ``assembly.finish`` applies defaults, staleness and derived features: the
    same function offline reads and ``assemble`` use.
 6. An entity whose read window reaches back to its pruned mark (Redis deleted

@@ -5,7 +5,7 @@ Next to its tile hash, each entity has a string key
 merged for two consecutive ranges of window ends, so an online read of many
 entities is one MGET:
 
-    <from>|<until>|<slot 1>|...|<slot n>[|<until 2>|<slot 1>|...|<slot n>]
+    <from>|<until>|<slot 1>|...|<slot n>[|<until 2>|<slot 1>|...|<slot n>][#<start>=<tile>...]
 
 - ``from``: the window end (epoch s) the first values were merged for;
 - ``until``: the first later end at which any of them changes, given the
@@ -14,7 +14,11 @@ entities is one MGET:
 - a slot per aggregation and window, window-major (``slot_names``), as the
   merge returns it: ``''`` when no tile is in the window;
 - then, unless nothing changes after ``from``, the values for the ends from
-  ``until`` up to ``until 2``.
+  ``until`` up to ``until 2``;
+- then the entity's open tiles, those starting at or after ``from``, each as
+  ``#<start>=<tile value>`` (the tile hash's field and value). A read at now,
+  at a time t in the tile starting at E, adds the one starting at E, the head
+  of its window ``[E - W, t)``; live tiles keep it current (``jobs.redis_sink``).
 
 For every window end E in one of the two ranges the stored values are exactly
 what the merge returns for E over the entity's tiles: no tile enters or leaves

@@ -1,6 +1,7 @@
--- advance_completeness.lua: move the view's completeness watermark forward.
+-- advance_completeness.lua: move the view's completeness watermark forward
+-- (the live tile writer moves the view's head watermark with it too).
 --
--- KEYS[1]    the view's completeness key
+-- KEYS[1]    the view's completeness key, or its head key
 -- KEYS[2]    optional, only from an armed sink: the view's epoch key, set to
 --            'lost' when absent (the epoch contract in sinks.redis_layout)
 -- ARGV[1]    a tile end (epoch ms)

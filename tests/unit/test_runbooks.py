@@ -100,7 +100,12 @@ def test_every_alert_has_a_runbook_url_to_an_existing_page():
     for name, notes in alerts.items():
         url = notes.get("runbook_url")
         assert url, f"{name} has no runbook_url annotation"
-        assert url.startswith("docs/runbooks/") and (ROOT / url).is_file(), f"{name}: {url} does not exist"
+        path, _, anchor = url.partition("#")
+        assert path.startswith("docs/runbooks/") and (ROOT / path).is_file(), f"{name}: {url} does not exist"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", (ROOT / path).read_text(), re.MULTILINE)
+            slugs = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+            assert anchor in slugs, f"{name}: {path} has no section #{anchor}"
 
 
 def test_parity_commands_subcommands_and_flags_exist():
@@ -141,8 +146,10 @@ def test_alerts_named_exist():
 
 def test_metrics_named_exist():
     serving = set(re.findall(r'"(feature_\w+)"', (ROOT / "serving" / "metrics.py").read_text()))
-    udf = (ROOT / "sinks" / "flink_udf.py").read_text()
-    sink = set(re.findall(r'\.(?:counter|gauge|distribution)\(\s*"(\w+)"', udf))
+    # The job's metrics, from the Python writer and the JVM sink alike.
+    writers = [ROOT / "sinks" / "flink_udf.py", *(ROOT / "jobs" / "jvm" / "src" / "main").rglob("*.java")]
+    code = "".join(path.read_text() for path in writers)
+    sink = set(re.findall(r'\.(?:counter|gauge|distribution)\(\s*"(\w+)"', code))
     for page, spans in CODE.items():
         for span in spans:
             for name in re.findall(r"\bfeature_(?:fetch|defaults|entities|requests|skew|drift)_\w+", span):
