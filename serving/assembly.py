@@ -7,6 +7,9 @@ Semantics (contract 3 of the design):
 - ``end`` is t rounded down to a tile boundary;
 - a window of size W merges the tiles with ``tile_start >= end - W`` and
   ``tile_start + tile <= end``: exactly a sliding window ending at ``end``;
+- an online read at now also merges the head, the open tile up to t
+  (``add_head``): its window is ``[end - W, t)``, and its values' window end
+  is t;
 - no tile in the window → the view's default, status ``missing``;
 - the view's completeness watermark older than ``t - max_staleness`` →
   status ``stale``, and the view's ``on_stale`` policy says whether the value
