@@ -12,7 +12,8 @@ With the stack up (``make up``):
    - ``job-python-sink``: the feature job with ``PARITY_FLINK_REDIS_SINK=python``;
    - ``job-no-archive``, ``job-no-iceberg-tiles``, ``job-no-iceberg-progress``,
      ``job-redis-only``: the feature job without that writer (``jobs.stream --skip``),
-     which prices each offline writer;
+     which prices each offline writer; ``job-no-live``: without live tiles, which
+     prices freshness;
 3. samples the resident memory of every stack process and of the side's process tree.
 
 Every run includes Flink's start-up and writes under its own Redis prefix, Iceberg
@@ -102,6 +103,7 @@ SIDES: dict[str, tuple[str, ...]] = {
     "job-no-iceberg-tiles": ("iceberg-tiles",),
     "job-no-iceberg-progress": ("iceberg-progress",),
     "job-redis-only": ("archive", "iceberg-tiles", "iceberg-progress"),
+    "job-no-live": ("live",),
 }
 
 

@@ -26,6 +26,8 @@ from sinks.redis_windows import layout_args
 
 TILES, COMPLETENESS, LATE = "parity_redis_tiles", "parity_redis_completeness", "parity_redis_late"
 LIVE = "parity_redis_live"
+# How often the live tile sink looks for entities due for a write.
+LIVE_TICK_MS = 100
 
 
 def sink_ddl(view: FeatureView, redis: RedisConfig, flink: FlinkJobConfig) -> list[str]:
@@ -33,8 +35,9 @@ def sink_ddl(view: FeatureView, redis: RedisConfig, flink: FlinkJobConfig) -> li
     late rows, and for a view with a ``freshness`` its live tiles.
 
     Live tiles are the open tiles' running totals, upserted by (entity, tile start)
-    and written at most once per ``freshness`` per entity; their newest event time
-    moves the view's head watermark (``sinks.redis_layout.head_key``).
+    and written at most once per ``freshness`` per entity (an entity's first update
+    within a tick, ``LIVE_TICK_MS``); their newest event time moves the view's head
+    watermark (``sinks.redis_layout.head_key``).
 
     Raises:
         ConfigError: a Redis setting the JVM sink does not support yet.
@@ -97,7 +100,10 @@ def sink_ddl(view: FeatureView, redis: RedisConfig, flink: FlinkJobConfig) -> li
         options = common | {
             "kind": "live",
             "key.head": keys.head_key(prefix, view),
-            "batch.interval": f"{_ms(view.freshness)} ms",
+            # Checked every tick: an entity's first update waits a tick at most, its later
+            # ones until it was last written a freshness ago.
+            "batch.interval": f"{min(LIVE_TICK_MS, _ms(view.freshness))} ms",
+            "live.interval": f"{_ms(view.freshness)} ms",
         }
         statements.append(_table(LIVE, live, options, primary_key=("entity", "tile_start_ms")))
     return statements

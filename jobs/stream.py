@@ -58,7 +58,7 @@ log = logging.getLogger("parity.job")
 PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 
 # Writers a benchmark may leave out, to measure what each one costs (``--skip``).
-SKIPPABLE = ("archive", "iceberg-tiles", "iceberg-progress", "redis")
+SKIPPABLE = ("archive", "iceberg-tiles", "iceberg-progress", "redis", "live")
 
 
 def table_environment(view: FeatureView, flink: FlinkJobConfig, *, streaming: bool) -> TableEnvironment:
@@ -187,7 +187,7 @@ def bind_sinks(
             f"INSERT INTO {quote(redis_sink.COMPLETENESS)}\nSELECT tile_end_ms FROM {quote(progress_view)}"
         )
         statements.add_insert_sql(f"INSERT INTO {quote(redis_sink.LATE)}\nSELECT {late_columns} {late_from}")
-        if view.freshness is not None:
+        if view.freshness is not None and "live" not in skip:
             statements.add_insert_sql(f"INSERT INTO {quote(redis_sink.LIVE)}\n{pipeline.live_query}")
         return statements
     if view.freshness is not None:

@@ -71,7 +71,7 @@ def test_live_tiles_are_upserted_by_entity_and_tile_at_the_views_freshness():
     assert "PRIMARY KEY (entity, tile_start_ms) NOT ENFORCED" in live
     assert "newest_event_time TIMESTAMP(3)" in live
     made = options(live)
-    assert made["batch.interval"] == "1000 ms"  # the view's freshness
+    assert (made["live.interval"], made["batch.interval"]) == ("1000 ms", "100 ms")  # freshness, tick
     assert made["key.head"] == redis_layout.head_key("parity", user_stats)
 
 

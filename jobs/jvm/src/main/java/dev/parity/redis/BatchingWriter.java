@@ -52,20 +52,29 @@ abstract class BatchingWriter implements SinkWriter<RowData> {
     /** Rows waiting to be written. */
     protected abstract int pending();
 
-    /** Write every pending row, synchronously, and forget them. */
-    protected abstract void writePending() throws IOException;
+    /**
+     * Write pending rows, synchronously, and forget them: every one when {@code all}, else those a
+     * writer wants written now (a writer may hold some back for a later tick).
+     */
+    protected abstract void writePending(boolean all) throws IOException;
 
     /** Call after adding a row. */
     protected final void added() throws IOException {
         if (pending() >= settings.batchSize) {
-            writePending();
-        } else if (!timerSet) {
+            writePending(true);
+        }
+        tick();
+    }
+
+    private void tick() {
+        if (!timerSet && pending() > 0) {
             timerSet = true;
             time.registerTimer(time.getCurrentProcessingTime() + settings.batchIntervalMs, now -> {
                 timerSet = false;
                 if (pending() > 0) {
-                    writePending();
+                    writePending(false);
                 }
+                tick();
             });
         }
     }
@@ -73,7 +82,7 @@ abstract class BatchingWriter implements SinkWriter<RowData> {
     @Override
     public void flush(boolean endOfInput) throws IOException {
         if (pending() > 0) {
-            writePending();
+            writePending(true);
         }
     }
 
@@ -81,7 +90,9 @@ abstract class BatchingWriter implements SinkWriter<RowData> {
     public void writeWatermark(Watermark watermark) throws IOException {
         // Closed tiles come just before the watermark that closed them: write them now rather
         // than after the interval, so the completeness row of their period finds them in Redis.
-        flush(false);
+        if (settings.kind != RedisSinkSettings.Kind.LIVE) {
+            flush(false);
+        }
     }
 
     @Override

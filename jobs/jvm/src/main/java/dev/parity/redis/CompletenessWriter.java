@@ -46,7 +46,7 @@ final class CompletenessWriter extends BatchingWriter {
     public void write(RowData row, Context context) throws IOException {
         pendingEnd = Math.max(pendingEnd, row.getLong(0));
         // A period's completeness is worth writing at once: reads wait for it.
-        writePending();
+        writePending(true);
     }
 
     @Override
@@ -55,7 +55,7 @@ final class CompletenessWriter extends BatchingWriter {
     }
 
     @Override
-    protected void writePending() throws IOException {
+    protected void writePending(boolean all) throws IOException {
         long end = pendingEnd;
         List<String> keys = armed ? List.of(settings.completenessKey, settings.epochKey)
             : List.of(settings.completenessKey);

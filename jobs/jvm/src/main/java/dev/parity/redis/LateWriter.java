@@ -48,7 +48,7 @@ final class LateWriter extends BatchingWriter {
     }
 
     @Override
-    protected void writePending() throws IOException {
+    protected void writePending(boolean all) throws IOException {
         int count = pending();
         List<String> keys = List.of(settings.lateEventsKey, settings.lateCountedKey);
         long total = client.call("the late-event count of " + settings.view,

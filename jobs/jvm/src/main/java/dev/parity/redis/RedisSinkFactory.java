@@ -33,7 +33,7 @@ public final class RedisSinkFactory implements DynamicTableSinkFactory {
             RedisSinkOptions.KEY_DUE, RedisSinkOptions.KEY_COMPLETENESS, RedisSinkOptions.KEY_LATE_EVENTS,
             RedisSinkOptions.KEY_LATE_COUNTED, RedisSinkOptions.KEY_HEAD, RedisSinkOptions.LAYOUT, RedisSinkOptions.TILE_MS,
             RedisSinkOptions.HORIZON_MS, RedisSinkOptions.STALENESS_MS, RedisSinkOptions.BATCH_SIZE,
-            RedisSinkOptions.BATCH_INTERVAL);
+            RedisSinkOptions.BATCH_INTERVAL, RedisSinkOptions.LIVE_INTERVAL);
     }
 
     @Override

@@ -58,6 +58,9 @@ public final class RedisSinkOptions {
     public static final ConfigOption<Long> STALENESS_MS = ConfigOptions.key("staleness-ms").longType().noDefaultValue();
 
     public static final ConfigOption<Integer> BATCH_SIZE = ConfigOptions.key("batch.size").intType().defaultValue(2000);
+    public static final ConfigOption<Duration> LIVE_INTERVAL = ConfigOptions.key("live.interval").durationType()
+        .defaultValue(Duration.ofSeconds(1))
+        .withDescription("Live tiles: the least time between two writes of one entity (the view's freshness).");
     public static final ConfigOption<Duration> BATCH_INTERVAL = ConfigOptions.key("batch.interval").durationType()
         .defaultValue(Duration.ofMillis(200));
 }

@@ -39,6 +39,7 @@ public final class RedisSinkSettings implements Serializable {
     final long stalenessMs;
     final int batchSize;
     final long batchIntervalMs;
+    final long liveIntervalMs;
 
     RedisSinkSettings(ReadableConfig options) {
         String rawKind = required(options, RedisSinkOptions.KIND.key(), options.get(RedisSinkOptions.KIND));
@@ -73,6 +74,7 @@ public final class RedisSinkSettings implements Serializable {
         batchSize = options.get(RedisSinkOptions.BATCH_SIZE);
         Duration interval = options.get(RedisSinkOptions.BATCH_INTERVAL);
         batchIntervalMs = Math.max(1, interval.toMillis());
+        liveIntervalMs = options.get(RedisSinkOptions.LIVE_INTERVAL).toMillis();
         switch (kind) {
             case TILES, LIVE -> {
                 if (kind == Kind.LIVE) {

@@ -25,8 +25,10 @@ import java.util.function.LongSupplier;
  * for a tile already in the batch replaces it there, so a tile updated many times between two
  * writes costs one.
  *
- * <p>Live tiles (kind {@code live}) are the open tiles' running totals, upserted as events arrive;
- * their batch interval is the view's freshness. The same guard orders them with the closed tile,
+ * <p>Live tiles (kind {@code live}) are the open tiles' running totals, upserted as events arrive.
+ * An entity is written at most once per {@code live.interval} (the view's freshness), checked on
+ * every tick of the batch interval, so its first update goes out within a tick and a busy entity's
+ * newest total within the freshness; a checkpoint or a full batch writes every one. The same guard orders them with the closed tile,
  * which carries at least as many events. Their newest event time moves the view's head watermark
  * ({@code key.head}) forward, in the same round trip, through {@code advance_completeness.lua}
  * (it only ever moves a key forward).
@@ -45,8 +47,11 @@ final class TileWriter extends BatchingWriter {
     private int tiles;
     private final boolean armed;
     private final boolean live;
-    private long pendingHead = -1;
+    /** Live tiles: per entity in the batch, its newest event time (epoch ms). */
+    private final Map<String, Long> newestEvent = new LinkedHashMap<>();
     private volatile long headMs = -1;
+    /** Live tiles: when each recently written entity was last written (epoch ms). */
+    private final Map<String, Long> written = new java.util.HashMap<>();
 
     TileWriter(RedisSinkSettings settings, List<LogicalTypeRoot> aggregateTypes, WriterInitContext context,
                LongSupplier clock) throws IOException {
@@ -90,7 +95,7 @@ final class TileWriter extends BatchingWriter {
         }
         newestEnd.merge(entity, startMs + settings.tileMs, Math::max);
         if (live) {
-            pendingHead = Math.max(pendingHead, row.getTimestamp(3 + integers.length, 3).getMillisecond());
+            newestEvent.merge(entity, row.getTimestamp(3 + integers.length, 3).getMillisecond(), Math::max);
         }
         added();
     }
@@ -101,17 +106,54 @@ final class TileWriter extends BatchingWriter {
     }
 
     @Override
-    protected void writePending() throws IOException {
-        long began = System.nanoTime();
-        int count = tiles;
-        boolean arm = armed;
+    protected void writePending(boolean all) throws IOException {
         long now = clock.getAsLong();
-        long head = pendingHead;
+        if (!live || all) {
+            write(batch, now);
+            batch.clear();
+            newestEnd.clear();
+            newestEvent.clear();
+            tiles = 0;
+            return;
+        }
+        // Live tiles: only the entities not written within the last interval.
+        written.values().removeIf(at -> now - at >= settings.liveIntervalMs);
+        Map<String, Map<String, String>> due = new LinkedHashMap<>();
+        for (Map.Entry<String, Map<String, String>> entry : batch.entrySet()) {
+            if (!written.containsKey(entry.getKey())) {
+                due.put(entry.getKey(), entry.getValue());
+            }
+        }
+        if (due.isEmpty()) {
+            return;
+        }
+        write(due, now);
+        for (Map.Entry<String, Map<String, String>> entry : due.entrySet()) {
+            batch.remove(entry.getKey());
+            newestEnd.remove(entry.getKey());
+            newestEvent.remove(entry.getKey());
+            tiles -= entry.getValue().size();
+        }
+    }
+
+    /** Write the tiles of {@code entities} in one pipelined round trip, with the head watermark. */
+    private void write(Map<String, Map<String, String>> entities, long now) throws IOException {
+        long began = System.nanoTime();
+        int count = 0;
+        for (Map<String, String> entityTiles : entities.values()) {
+            count += entityTiles.size();
+        }
+        boolean arm = armed;
+        long head = -1;
+        for (String entity : entities.keySet()) {
+            head = Math.max(head, newestEvent.getOrDefault(entity, -1L));
+        }
+        long newestHead = head;
         String at = Long.toString(Math.floorDiv(now - Math.floorMod(now, settings.tileMs), 1000L));
         long done = client.call(count + " tiles of " + settings.view, (jedis, shas) -> {
             Pipeline pipe = jedis.pipelined();
-            List<Response<Object>> replies = new ArrayList<>(batch.size());
-            for (Map.Entry<String, Map<String, String>> entry : batch.entrySet()) {
+            List<Response<Object>> replies = new ArrayList<>(entities.size());
+            for (Map.Entry<String, Map<String, String>> entry : entities.entrySet()) {
                 String entity = entry.getKey();
                 long end = newestEnd.get(entity);
                 boolean fresh = end >= now - settings.stalenessMs;
@@ -130,8 +172,9 @@ final class TileWriter extends BatchingWriter {
                     : List.of(settings.tilesHead + entity, settings.windowsHead + entity, settings.dueKey);
                 replies.add(pipe.evalsha(shas.get("set_tiles"), keys, argv));
             }
-            if (head >= 0) {
-                pipe.evalsha(shas.get("advance_completeness"), List.of(settings.headKey), List.of(Long.toString(head)));
+            if (newestHead >= 0) {
+                pipe.evalsha(shas.get("advance_completeness"), List.of(settings.headKey),
+                    List.of(Long.toString(newestHead)));
             }
             pipe.sync();
             long sum = 0;
@@ -140,10 +183,11 @@ final class TileWriter extends BatchingWriter {
             }
             return sum;
         });
-        batch.clear();
-        newestEnd.clear();
-        tiles = 0;
-        pendingHead = -1;
+        if (live) {
+            for (String entity : entities.keySet()) {
+                written.put(entity, now);
+            }
+        }
         headMs = Math.max(headMs, head);
         applied.inc(done);
         refused.inc(count - done);
