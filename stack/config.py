@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,8 @@ class StackConfig(BaseSettings):
     redis_port: int = Field(default=16379, ge=1, le=65535)
     flink_rest_port: int = Field(default=18088, ge=1, le=65535)
     flink_rpc_port: int = Field(default=16123, ge=1, le=65535)
+    # TaskManagers `up` starts, each with the cluster's taskmanager.numberOfTaskSlots slots.
+    flink_taskmanagers: int = Field(default=1, ge=1, le=16)
     # Flink's Prometheus reporter: one port per JobManager / TaskManager, from this range.
     flink_metrics_ports: tuple[int, int] = (19250, 19253)
     # Where jobs in a local mini-cluster (`parity job run`) export their metrics:
@@ -44,6 +46,20 @@ class StackConfig(BaseSettings):
 
     # Seconds to wait for a started service to answer.
     start_timeout_s: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _metrics_ports_fit_the_cluster(self) -> StackConfig:
+        # A daemon that finds no free port in the range runs without metrics, unscraped.
+        first, last = self.flink_metrics_ports
+        if not 1 <= first <= last <= 65535:
+            raise ValueError(f"flink_metrics_ports {first}-{last} is not a port range; give (first, last)")
+        if last - first < self.flink_taskmanagers:
+            raise ValueError(
+                f"flink_metrics_ports {first}-{last} has {last - first + 1} port(s) for the JobManager and "
+                f"{self.flink_taskmanagers} TaskManager(s); widen PARITY_STACK_FLINK_METRICS_PORTS "
+                "(and move PARITY_STACK_JOB_METRICS_PORTS past it)"
+            )
+        return self
 
     # Absolute, without resolving symlinks: a venv's python is a symlink and
     # must stay inside the venv.

@@ -1,18 +1,28 @@
-"""A Flink standalone cluster (one JobManager, one TaskManager) run from the PyFlink wheel.
+"""A Flink standalone cluster (one JobManager, one or more TaskManagers) run from the PyFlink wheel.
 
 FLINK_HOME is the wheel's pyflink folder; configuration, logs and pid files
 live under the stack's home, so the venv itself is only read (plus the
 connector jars `fetch` puts into its lib/).
+
+PARITY_STACK_FLINK_TASKMANAGERS sets how many TaskManagers `up` starts.
+Flink's scripts keep one pid file per daemon kind with one line per instance
+started (dead ones stay listed). Every TaskManager started here gets its own
+resource id (its name in the REST API) and ephemeral RPC and data ports, so
+several run side by side; `start_taskmanager` and `kill_taskmanager` add and
+remove one under a running cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 from parity.errors import StackError
@@ -23,6 +33,9 @@ from stack.status import Info
 
 NAME = "flink"
 MARKER = "org.apache.flink"
+JOBMANAGER = "standalonesession"
+TASKMANAGER = "taskexecutor"
+RESOURCE_ID = "taskmanager.resource-id"
 
 
 PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
@@ -38,6 +51,9 @@ def settings(cfg: StackConfig) -> dict[str, str]:
         "jobmanager.bind-host": h,
         "taskmanager.bind-host": h,
         "taskmanager.host": h,
+        # Ephemeral, so that several TaskManagers share the host.
+        "taskmanager.rpc.port": "0",
+        "taskmanager.data.port": "0",
         "rest.address": h,
         "rest.bind-address": h,
         "rest.port": str(cfg.flink_rest_port),
@@ -141,20 +157,48 @@ def _script(cfg: StackConfig, name: str, *args: str, java: str | None = None) ->
         )
 
 
-def pids(cfg: StackConfig, check_marker: bool = True) -> dict[str, int]:
-    """Running daemons by kind (standalonesession, taskexecutor), from Flink's pid files.
+def daemon_pids(cfg: StackConfig, kind: str, check_marker: bool = True) -> list[int]:
+    """Running daemons of one kind (standalonesession, taskexecutor) in start order, from the pid file.
 
     Right after a start the pid may still run the launcher shell that is
     about to exec java, so start-up checks pass check_marker=False.
     """
-    found: dict[str, int] = {}
-    for pid_file in sorted(pid_dir(cfg).glob("flink-*.pid")):
-        kind = pid_file.stem.rsplit("-", 1)[-1]
+    found: list[int] = []
+    for pid_file in sorted(pid_dir(cfg).glob(f"flink-*-{kind}.pid")):
         for word in pid_file.read_text().split():
             pid = int(word) if word.isdigit() else 0
             if pid and process.alive(pid) and (not check_marker or MARKER in process.command_line(pid)):
-                found[kind] = pid
+                found.append(pid)
     return found
+
+
+def taskmanager_pids(cfg: StackConfig, check_marker: bool = True) -> list[int]:
+    """Every running TaskManager of the cluster, oldest first."""
+    return daemon_pids(cfg, TASKMANAGER, check_marker)
+
+
+def pids(cfg: StackConfig, check_marker: bool = True) -> dict[str, int]:
+    """The oldest running daemon of each kind (standalonesession, taskexecutor)."""
+    found: dict[str, int] = {}
+    for kind in (JOBMANAGER, TASKMANAGER):
+        running = daemon_pids(cfg, kind, check_marker)
+        if running:
+            found[kind] = running[0]
+    return found
+
+
+def taskmanager_id(pid: int) -> str | None:
+    """The resource id a TaskManager started here runs under: its id in the REST API."""
+    prefix = f"{RESOURCE_ID}="
+    words = process.command_line(pid).split()
+    return next((w[len(prefix) :] for w in words if w.startswith(prefix)), None)
+
+
+def registered_taskmanagers(cfg: StackConfig) -> list[str]:
+    """Ids of the TaskManagers the JobManager lists (a killed one stays until its heartbeat times out)."""
+    data = _rest(cfg, "/taskmanagers")
+    found = data.get("taskmanagers", [])
+    return [str(tm["id"]) for tm in found if isinstance(tm, dict)] if isinstance(found, list) else []
 
 
 def log_file(cfg: StackConfig, kind: str = "standalonesession") -> Path:
@@ -165,14 +209,19 @@ def log_file(cfg: StackConfig, kind: str = "standalonesession") -> Path:
 def start(cfg: StackConfig) -> None:
     if is_up(cfg):
         return
-    found = pids(cfg)
-    if "standalonesession" in found and "taskexecutor" not in found and _answers(cfg):
-        # The TaskManager died under a live JobManager: replace only it, so the jobs
+    if JOBMANAGER in pids(cfg) and _answers(cfg):
+        # TaskManagers died under a live JobManager: replace only them, so the jobs
         # running there restart from their checkpoints instead of dying with the cluster.
-        start_taskmanager(cfg)
+        for _ in range(cfg.flink_taskmanagers - len(taskmanager_pids(cfg))):
+            start_taskmanager(cfg)
+        process.wait_until(
+            lambda: is_up(cfg),
+            service=f"{NAME} taskmanagers",
+            log_file=log_file(cfg, TASKMANAGER),
+            timeout_s=cfg.start_timeout_s,
+        )
         return
-    if found:
-        stop(cfg)  # a half-started cluster from an earlier run
+    stop(cfg)  # a half-started cluster from an earlier run, and stale pid files
     process.check_ports_free(
         NAME,
         {
@@ -184,10 +233,12 @@ def start(cfg: StackConfig) -> None:
     java = process.java()
     write_config(cfg, java)
     _script(cfg, "jobmanager.sh", "start", java=java)
-    _script(cfg, "taskmanager.sh", "start", java=java)
+    for _ in range(cfg.flink_taskmanagers):
+        _script(cfg, "taskmanager.sh", "start", *_taskmanager_args(), java=java)
 
     def running() -> bool:
-        return len(pids(cfg, check_marker=False)) == 2
+        started = len(taskmanager_pids(cfg, check_marker=False))
+        return JOBMANAGER in pids(cfg, check_marker=False) and started >= cfg.flink_taskmanagers
 
     try:
         process.wait_until(
@@ -198,35 +249,81 @@ def start(cfg: StackConfig) -> None:
             running=running,
         )
     except StackError as exc:
-        tm = log_file(cfg, "taskexecutor")
+        tm = log_file(cfg, TASKMANAGER)
         raise StackError(f"{exc}\ntaskmanager log: {tm}\n{process.tail(tm, 10)}") from None
 
 
-def start_taskmanager(cfg: StackConfig) -> None:
+def _taskmanager_args(resource_id: str | None = None, process_size: str | None = None) -> list[str]:
+    """Dynamic properties of one TaskManager: a resource id of its own, and its memory when given."""
+    args = ["-D", f"{RESOURCE_ID}={resource_id or f'taskmanager-{uuid.uuid4().hex[:8]}'}"]
+    if process_size is not None:
+        args += ["-D", f"taskmanager.memory.process.size={process_size}"]
+    return args
+
+
+def start_taskmanager(cfg: StackConfig, process_size: str | None = None) -> int:
     """Start one more TaskManager for the running JobManager, with the cluster's configuration.
 
+    Args:
+        cfg: the stack's settings.
+        process_size: its memory (taskmanager.memory.process.size), when not the cluster's.
+
+    Returns:
+        The pid of its JVM, once the JobManager lists it.
+
     Raises:
-        StackError: the cluster was never configured, or no TaskManager registers in time.
+        StackError: the cluster was never configured, or the TaskManager does not register in time.
     """
     if not (conf_dir(cfg) / "config.yaml").is_file():
         raise StackError(
             f"flink: no {conf_dir(cfg) / 'config.yaml'}; start the cluster with `parity stack up`"
         )
-    before = pids(cfg, check_marker=False).get("taskexecutor")
-    _script(cfg, "taskmanager.sh", "start", java=process.java())
+    resource_id = f"taskmanager-{uuid.uuid4().hex[:8]}"
+    before = set(taskmanager_pids(cfg, check_marker=False))
+    args = _taskmanager_args(resource_id, process_size)
+    _script(cfg, "taskmanager.sh", "start", *args, java=process.java())
+    # The pid file lists the launcher at once; its command line names the id once it runs java.
+    started = [p for p in taskmanager_pids(cfg, check_marker=False) if p not in before]
+
+    def own() -> int | None:
+        return next((p for p in taskmanager_pids(cfg) if taskmanager_id(p) == resource_id), None)
 
     process.wait_until(
-        lambda: is_up(cfg) and _taskexecutor_started(cfg, before),
-        service=f"{NAME} taskmanager",
-        log_file=log_file(cfg, "taskexecutor"),
+        lambda: own() is not None and resource_id in _registered_or_none(cfg),
+        service=f"{NAME} taskmanager {resource_id}",
+        log_file=log_file(cfg, TASKMANAGER),
         timeout_s=cfg.start_timeout_s,
-        running=lambda: _taskexecutor_started(cfg, before),
+        running=lambda: any(process.alive(p) for p in started),
+    )
+    pid = own()
+    assert pid is not None  # checked by the wait
+    return pid
+
+
+def kill_taskmanager(cfg: StackConfig, pid: int) -> None:
+    """SIGKILL one TaskManager and its Python workers, as a lost machine would vanish.
+
+    Raises:
+        StackError: pid is not a running TaskManager of this cluster.
+    """
+    if pid not in taskmanager_pids(cfg):
+        raise StackError(f"flink: pid {pid} is not a running TaskManager of this cluster")
+    workers = process.descendants(pid)
+    for victim in (pid, *workers):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    process.wait_until(
+        lambda: not any(process.alive(p) for p in (pid, *workers)),
+        service=f"{NAME} taskmanager {pid}",
+        log_file=log_file(cfg, TASKMANAGER),
+        timeout_s=30,
     )
 
 
-def _taskexecutor_started(cfg: StackConfig, before: int | None) -> bool:
-    pid = pids(cfg, check_marker=False).get("taskexecutor")
-    return pid is not None and pid != before
+def stop_taskmanager(cfg: StackConfig, pid: int) -> None:
+    """Stop one TaskManager (SIGTERM, then SIGKILL); a no-op when it no longer runs."""
+    if pid in taskmanager_pids(cfg):
+        process.stop_pid(pid)
 
 
 def _answers(cfg: StackConfig) -> bool:
@@ -238,35 +335,44 @@ def _answers(cfg: StackConfig) -> bool:
 
 
 def stop(cfg: StackConfig) -> None:
-    # TaskManager first: a JobManager that goes first leaves it retrying to reconnect.
-    running = pids(cfg)
-    for kind in sorted(running, key=lambda k: k != "taskexecutor"):
-        process.stop_pid(running[kind])
+    # TaskManagers first: a JobManager that goes first leaves them retrying to reconnect.
+    for pid in (*taskmanager_pids(cfg), *daemon_pids(cfg, JOBMANAGER)):
+        process.stop_pid(pid)
     for pid_file in pid_dir(cfg).glob("flink-*.pid"):
         pid_file.unlink()
 
 
-def overview(cfg: StackConfig, timeout_s: float = 2.0) -> dict[str, object]:
-    with urllib.request.urlopen(
-        f"http://{cfg.host}:{cfg.flink_rest_port}/overview", timeout=timeout_s
-    ) as resp:
+def _rest(cfg: StackConfig, path: str, timeout_s: float = 2.0) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://{cfg.host}:{cfg.flink_rest_port}{path}", timeout=timeout_s) as resp:
         data = json.loads(resp.read())
     return data if isinstance(data, dict) else {}
 
 
+def _registered_or_none(cfg: StackConfig) -> list[str]:
+    try:
+        return registered_taskmanagers(cfg)
+    except (OSError, urllib.error.URLError, ValueError):
+        return []
+
+
+def overview(cfg: StackConfig, timeout_s: float = 2.0) -> dict[str, object]:
+    return _rest(cfg, "/overview", timeout_s)
+
+
 def is_up(cfg: StackConfig) -> bool:
+    """The JobManager answers and lists at least flink_taskmanagers TaskManagers."""
     try:
         taskmanagers = overview(cfg).get("taskmanagers", 0)
     except (OSError, urllib.error.URLError, ValueError):
         return False
-    return isinstance(taskmanagers, int) and taskmanagers >= 1
+    return isinstance(taskmanagers, int) and taskmanagers >= cfg.flink_taskmanagers
 
 
 def info(cfg: StackConfig) -> Info:
     url = f"http://{cfg.host}:{cfg.flink_rest_port}"
     try:
         log = log_file(cfg)
-        pid = pids(cfg).get("standalonesession")
+        pid = pids(cfg).get(JOBMANAGER)
     except StackError:  # no job venv: nothing can run
         log, pid = log_dir(cfg), None
     return Info(NAME, url, pid, log, is_up(cfg))

@@ -41,6 +41,25 @@ def test_port_range_is_checked():
         StackConfig(redis_port=70000)
 
 
+def test_one_taskmanager_by_default_more_from_the_environment(monkeypatch):
+    monkeypatch.delenv("PARITY_STACK_FLINK_TASKMANAGERS", raising=False)
+    assert StackConfig().flink_taskmanagers == 1
+    monkeypatch.setenv("PARITY_STACK_FLINK_TASKMANAGERS", "3")
+    assert StackConfig().flink_taskmanagers == 3
+    with pytest.raises(ValidationError):
+        StackConfig(flink_taskmanagers=0)
+
+
+def test_metrics_ports_must_fit_every_flink_daemon():
+    # The default range (4 ports) fits the JobManager and three TaskManagers.
+    assert StackConfig(flink_taskmanagers=3).flink_metrics_ports == (19250, 19253)
+    with pytest.raises(ValidationError, match="widen PARITY_STACK_FLINK_METRICS_PORTS"):
+        StackConfig(flink_taskmanagers=4)
+    assert StackConfig(flink_taskmanagers=4, flink_metrics_ports=(19260, 19264)).flink_taskmanagers == 4
+    with pytest.raises(ValidationError, match="not a port range"):
+        StackConfig(flink_metrics_ports=(19253, 19250))
+
+
 def test_kafka_properties_single_node_kraft(cfg, tmp_path):
     props = dict(
         line.split("=", 1) for line in kafka.server_properties(cfg, tmp_path / "data").splitlines() if line
@@ -120,6 +139,8 @@ def test_flink_settings(cfg):
     assert conf["taskmanager.numberOfTaskSlots"] == "2"
     assert conf["jobmanager.memory.process.size"] == "1024m"
     assert conf["taskmanager.memory.process.size"] == "2048m"
+    # Ephemeral, so that several TaskManagers share the host.
+    assert conf["taskmanager.rpc.port"] == conf["taskmanager.data.port"] == "0"
     # The venv's python is a symlink: it must not be resolved out of the venv.
     assert conf["python.executable"] == str(cfg.job_venv_dir / "bin" / "python")
 
