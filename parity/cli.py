@@ -682,10 +682,58 @@ def build_parser() -> argparse.ArgumentParser:
         _add_repair,
         _add_drift,
         _add_shadow,
+        _add_log_archive,
     )
     for add in adders:
         add(sub)
     return parser
+
+
+def _add_log_archive(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "log-archive",
+        help="append the served-feature log's new records to the Iceberg table <namespace>.served_features",
+        description="Append the records of the served-feature log topic that are not archived yet, up\n"
+        "to the topic's end as it stands at the start, to the Iceberg table served_features in\n"
+        "the namespace PARITY_ICEBERG_NAMESPACE (default features) of the offline store's catalog\n"
+        "(PARITY_ICEBERG_*; locally .parity/iceberg), created when missing, partitioned by day of\n"
+        "request_time: the log outlives Kafka's retention and can be queried. Each append stores\n"
+        "how far it got in its own Iceberg snapshot, so every record is archived exactly once:\n"
+        "safe to re-run, to interrupt and to run on a schedule (serving/log_archive.py).\n"
+        "Undecodable records are counted and named by partition:offset, once.",
+        epilog="examples:\n"
+        "  parity log-archive                          the default topic, up to 100000 records\n"
+        "  */5 * * * * parity log-archive --json       every five minutes (cron); run it more\n"
+        "      often than the topic's retention, or records expire unarchived (reported)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--topic", help="the log topic (default: PARITY_SERVING_LOG_TOPIC)")
+    p.add_argument(
+        "--max-records", type=int, default=100_000, metavar="N", help="records read per run (default 100000)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="count the records not archived yet; write nothing")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_log_archive)
+
+
+def _cmd_log_archive(args: argparse.Namespace) -> int:
+    from parity.config import IcebergConfig, KafkaConfig, RegistryConfig
+    from serving.config import ServingConfig
+    from serving.log_archive import archive_log
+
+    if args.max_records < 1:
+        raise InputError("--max-records must be at least 1")
+    summary = archive_log(
+        KafkaConfig(),
+        RegistryConfig(),
+        IcebergConfig(),
+        topic=args.topic or ServingConfig().log_topic,
+        max_records=args.max_records,
+        dry_run=args.dry_run,
+        say=lambda line: print(line, file=sys.stderr),
+    )
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else "\n".join(summary.lines()))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
