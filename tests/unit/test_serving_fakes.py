@@ -17,7 +17,14 @@ import redis
 from features.definition import FeatureView
 from serving.assembly import Tile, window_values
 from sinks.base import TileRow
-from sinks.redis_layout import PRUNED_FIELD, decode_tiles, encode_tile
+from sinks.redis_layout import (
+    PRUNED_FIELD,
+    completeness_key,
+    decode_tiles,
+    encode_tile,
+    entity_key,
+    window_key,
+)
 from sinks.redis_windows import slot_names
 
 
@@ -55,9 +62,9 @@ class FakeRedis:
     # What the tests set up.
     def put(self, view: FeatureView, row: TileRow) -> None:
         field, value = encode_tile(row)
-        key = f"{self.prefix}:{view.name}:v{view.version}:e:{row.entity}"
+        key = entity_key(self.prefix, view, row.entity)
         self.hashes.setdefault(key, {})[field.encode()] = value.encode()
-        self.strings[f"{self.prefix}:{view.name}:v{view.version}:w:{row.entity}"] = b"0|0"
+        self.strings[window_key(self.prefix, view, row.entity)] = b"0|0"
 
     def precompute(self, view: FeatureView, entity: str, at_ms: int) -> int:
         """Store the entity's window values for end ``at_ms`` and the next range, as the sink's script does.
@@ -65,7 +72,7 @@ class FakeRedis:
         Each range's end is found by brute force: the first later tile end at
         which any value differs. Returns the end of the second range (epoch ms).
         """
-        key = f"{self.prefix}:{view.name}:v{view.version}:e:{entity}"
+        key = entity_key(self.prefix, view, entity)
         first = self._slots(view, key, at_ms)
         until = self._next_change(view, key, at_ms)
         second = self._slots(view, key, until)
@@ -77,14 +84,12 @@ class FakeRedis:
             for f, v in self.hashes.get(key, {}).items()
             if f.isdigit() and int(f) * 1000 >= at_ms
         ]
-        self.strings[f"{self.prefix}:{view.name}:v{view.version}:w:{entity}"] = b"|".join(parts) + b"".join(
-            opened
-        )
+        self.strings[window_key(self.prefix, view, entity)] = b"|".join(parts) + b"".join(opened)
         return later
 
     def prune(self, view: FeatureView, entity: str, before_ms: int) -> None:
         """Delete the entity's tiles starting before ``before_ms``; raise the pruned mark like the sink."""
-        tiles = self.hashes[f"{self.prefix}:{view.name}:v{view.version}:e:{entity}"]
+        tiles = self.hashes[entity_key(self.prefix, view, entity)]
         mark = PRUNED_FIELD.encode()
         gone = [int(f) for f in tiles if f != mark and int(f) * 1000 < before_ms]
         for start in gone:
@@ -93,7 +98,7 @@ class FakeRedis:
             tiles[mark] = str(max([*gone, int(tiles.get(mark, b"0"))])).encode()
 
     def set_completeness(self, view: FeatureView, ms: int) -> None:
-        self.strings[f"{self.prefix}:{view.name}:v{view.version}:completeness"] = str(ms).encode()
+        self.strings[completeness_key(self.prefix, view)] = str(ms).encode()
 
     def _next_change(self, view: FeatureView, key: str, end_ms: int) -> int:
         slots = self._slots(view, key, end_ms)
@@ -139,7 +144,7 @@ class FakeRedis:
     def merge(self, call):
         numkeys, *rest = call
         keys, args = rest[:numkeys], rest[numkeys:]
-        view = next(v for v in self.views.values() if keys[0].startswith(f"{self.prefix}:{v.name}:v"))
+        view = next(v for v in self.views.values() if keys[0] == completeness_key(self.prefix, v))
         end_ms = int(args[0]) * 1000
         out: list = [self.strings.get(keys[0], b"")]
         for key in keys[1:]:
