@@ -62,6 +62,9 @@ SKIPPABLE = ("archive", "iceberg-tiles", "iceberg-progress", "redis", "live")
 
 
 def table_environment(view: FeatureView, flink: FlinkJobConfig, *, streaming: bool) -> TableEnvironment:
+    if streaming:
+        # Before anything starts PyFlink's JVM, which runs a local job's mini-cluster.
+        os.environ.setdefault("JVM_ARGS", f"-Xmx{flink.local_heap}")
     if streaming and flink.metrics_ports:
         _reporter_on_classpath()  # before anything starts PyFlink's JVM
     settings = EnvironmentSettings.in_streaming_mode() if streaming else EnvironmentSettings.in_batch_mode()

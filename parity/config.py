@@ -282,6 +282,10 @@ class FlinkJobConfig(BaseSettings):
     # 'parity-redis' sink of jobs/jvm (no Python worker in the data path), or "python",
     # the vectorized Python functions of sinks.flink_udf. Both run the same Lua scripts.
     redis_sink: Literal["jvm", "python"] = "jvm"
+    # Heap of the JVM that runs a local job's mini-cluster (`parity job run`; JVM_ARGS, when
+    # set, wins). Unset, Java takes a quarter of the machine's memory and keeps what it grew
+    # to. A standalone or Kubernetes cluster sizes its TaskManagers itself.
+    local_heap: str = Field(default="1g", pattern=r"^\d+[mg]$")
     # The JVM sink's batches: written when this many tiles wait, after this long, and
     # always before a checkpoint or on a watermark.
     redis_batch_size: int = Field(default=2000, ge=1)
