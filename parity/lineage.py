@@ -140,7 +140,8 @@ def kafka_dataset(kafka: KafkaConfig, topic: str, columns: tuple[Column, ...] = 
 
 
 def iceberg_dataset(cfg: IcebergConfig, table: str, columns: tuple[Column, ...] = ()) -> Dataset:
-    """A table of the JDBC catalog, named by its location (see the module docstring)."""
+    """A table, named by its location (see the module docstring); its symlink names the catalog
+    (the JDBC URI, or the REST catalog's)."""
     parts = urlsplit(cfg.warehouse)
     path = f"{parts.path.rstrip('/')}/{cfg.namespace}/{table}"
     if parts.scheme in ("", "file") and parts.netloc in ("", "localhost"):
@@ -149,9 +150,8 @@ def iceberg_dataset(cfg: IcebergConfig, table: str, columns: tuple[Column, ...] 
         namespace, name = f"hdfs://{parts.netloc}", path
     else:
         namespace, name = f"{parts.scheme}://{parts.netloc}", path.lstrip("/")
-    return Dataset(
-        namespace, name, columns, table=(_without_credentials(cfg.catalog_uri), f"{cfg.namespace}.{table}")
-    )
+    catalog = _without_credentials(cfg.rest_uri if cfg.catalog_type == "rest" else cfg.catalog_uri)
+    return Dataset(namespace, name, columns, table=(catalog, f"{cfg.namespace}.{table}"))
 
 
 def redis_dataset(cfg: RedisConfig, qualified_name: str) -> Dataset:

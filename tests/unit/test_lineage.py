@@ -315,3 +315,21 @@ def test_an_unreachable_http_backend_is_one_quick_try(caplog):
         runs.repair_run(user_stats, ICEBERG, REDIS, cfg=cfg).start()
     assert time.monotonic() - began < 2.0
     assert "START event was not sent" in caplog.text
+
+
+def test_a_rest_catalog_table_is_named_by_its_location_and_the_rest_catalog():
+    from parity.config import IcebergConfig
+    from parity.lineage import iceberg_dataset
+
+    cfg = IcebergConfig(
+        catalog_type="rest",
+        rest_uri="http://catalog:8181",
+        warehouse="s3://bucket/warehouse",
+        s3_endpoint="http://s3:9000",
+        s3_access_key_id="k",
+        s3_secret_access_key="s",
+    )
+    dataset = iceberg_dataset(cfg, "user_stats_v2_tiles")
+    assert dataset.namespace == "s3://bucket"
+    assert dataset.name == f"warehouse/{cfg.namespace}/user_stats_v2_tiles"
+    assert dataset.table == ("http://catalog:8181", f"{cfg.namespace}.user_stats_v2_tiles")
