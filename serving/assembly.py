@@ -107,20 +107,40 @@ def window_values(view: FeatureView, tiles: Sequence[Tile], end_ms: int) -> dict
     return raw
 
 
-def add_head(view: FeatureView, raw: Mapping[str, Value], head: Sequence[Value]) -> dict[str, Value]:
-    """Window aggregates with the head merged in: the events of the open tile up to the read time.
+HeadSlots = tuple[tuple[str, int, AggKind], ...]
+
+
+def head_slots(view: FeatureView) -> HeadSlots:
+    """(window feature, aggregation index, kind) of every window feature: what ``add_head`` merges."""
+    return tuple(
+        (f"{agg.name}_{duration_label(window)}", index, agg.kind)
+        for window in view.windows
+        for index, agg in enumerate(view.aggregations)
+    )
+
+
+def add_head(raw: dict[str, Value], head: Sequence[Value], slots: HeadSlots) -> dict[str, Value]:
+    """Merge the head into window aggregates, in place: the events of the open tile up to the read time.
 
     The head is the newest part of every window ``[end - W, t)``, so it is merged
-    last, after the tiles (float sums keep their start order). ``head`` holds one
-    value per aggregation, in the view's order.
+    last, after the tiles (float sums keep their start order), as ``merge`` would.
+    ``head`` holds one value per aggregation, in the view's order; ``slots`` is
+    ``head_slots(view)``, worked out once per view. Returns ``raw``.
     """
-    out = dict(raw)
-    for window in view.windows:
-        label = duration_label(window)
-        for agg, value in zip(view.aggregations, head, strict=True):
-            name = f"{agg.name}_{label}"
-            out[name] = merge(agg.kind, [raw[name], value])
-    return out
+    for name, index, kind in slots:
+        value = head[index]
+        if value is None:
+            continue
+        current = raw[name]
+        if current is None:
+            raw[name] = value
+        elif kind is AggKind.COUNT or kind is AggKind.SUM:
+            raw[name] = current + value
+        elif kind is AggKind.MIN:
+            raw[name] = min(current, value)
+        else:
+            raw[name] = max(current, value)
+    return raw
 
 
 def is_stale(view: FeatureView, as_of_ms: int, completeness_ms: int | None) -> bool:

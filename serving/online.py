@@ -56,7 +56,18 @@ from features.definition import FeatureView, OnStale
 from features.registry import load_views
 from parity.config import RedisConfig
 from parity.errors import ReadError
-from serving.assembly import FeatureValue, Status, Tile, add_head, finish_many, from_ms, to_ms, window_end_ms
+from serving.assembly import (
+    FeatureValue,
+    HeadSlots,
+    Status,
+    Tile,
+    add_head,
+    finish_many,
+    from_ms,
+    head_slots,
+    to_ms,
+    window_end_ms,
+)
 from serving.breaker import BreakerState, CircuitBreaker
 from serving.config import ServingConfig
 from serving.metrics import ServingMetrics
@@ -178,6 +189,7 @@ class _ViewPlan:
     completeness_key: str
     epoch_key: str
     head_key: str
+    head_slots: HeadSlots
 
     @classmethod
     def of(cls, view: FeatureView, prefix: str) -> _ViewPlan:
@@ -193,6 +205,7 @@ class _ViewPlan:
             completeness_key(prefix, view),
             epoch_key(prefix, view),
             head_key(prefix, view),
+            head_slots(view),
         )
 
     def raw(self, slots: Sequence[bytes | None]) -> dict[str, Value]:
@@ -596,7 +609,7 @@ class OnlineStore:
                 for index, tile in enumerate(heads):
                     head = plan.head(tile)
                     if head is not None:
-                        raws[index] = add_head(view, raws[index], head)
+                        add_head(raws[index], head, plan.head_slots)
             finished = finish_many(view, raws, when_ms, completeness, with_head=live)
             for index in beyond:
                 finished[index] = _beyond_horizon(view, finished[index])

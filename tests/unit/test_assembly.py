@@ -111,3 +111,16 @@ def test_min_and_max_ignore_tiles_without_matching_events():
 def test_naive_times_are_refused():
     with pytest.raises(ValueError, match="timezone-aware"):
         assemble(user_stats, [], datetime(2026, 1, 1), completeness_ms=None)
+
+
+def test_add_head_merges_the_open_tile_last_as_merge_does():
+    from serving.assembly import add_head, head_slots, merge
+    from tests.unit.views import spend
+
+    rng = random.Random(5)
+    slots = head_slots(spend)
+    for _ in range(200):
+        raw = {name: rng.choice([None, rng.uniform(-5, 5), rng.randint(0, 9)]) for name, _, _ in slots}
+        head = [rng.choice([None, rng.uniform(-5, 5), rng.randint(0, 9)]) for _ in spend.aggregations]
+        expected = {name: merge(kind, [raw[name], head[index]]) for name, index, kind in slots}
+        assert add_head(dict(raw), head, slots) == expected

@@ -29,7 +29,7 @@ import serving.online
 import sinks.lua_scripts
 import sinks.redis
 from parity.config import RedisConfig
-from serving.assembly import add_head, assemble, finish, from_ms, to_ms, window_values
+from serving.assembly import add_head, assemble, finish, from_ms, head_slots, to_ms, window_values
 from serving.metrics import ServingMetrics
 from serving.online import OnlineStore
 from sinks.base import TileRow
@@ -646,7 +646,8 @@ def test_reads_at_now_add_the_open_tile_stored_or_merged_and_past_reads_stay_til
         if head is None:
             return {name: v.value for name, v in closed.items()}
         raw = window_values(spend, tiles, hour)
-        withhead = finish(spend, add_head(spend, raw, head.values), at_ms, store.completeness(spend))
+        merged_head = add_head(raw, head.values, head_slots(spend))
+        withhead = finish(spend, merged_head, at_ms, store.completeness(spend))
         return {name: v.value for name, v in withhead.items()}
 
     for stored in (True, False):
