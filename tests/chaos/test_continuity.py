@@ -80,8 +80,13 @@ def _closed(tiles: dict, completeness: int) -> dict:
     return {k: v for k, v in tiles.items() if k[1] + reference.HOUR_MS <= completeness}
 
 
-def _check_stores(iso, events: list[dict]) -> int:
-    """Both stores equal the reference of ``events`` up to the completeness watermark; returns it."""
+def _check_stores(iso, events: list[dict], *, live_kept: bool = True) -> int:
+    """Both stores equal the reference of ``events`` up to the completeness watermark; returns it.
+
+    Redis also holds the open tiles, written live: with ``live_kept`` (the job kept
+    its state throughout) each equals the reference of its period; otherwise (state
+    or Redis lost and rebuilt) each counts no more than the reference.
+    """
     truth = reference.tiles(events)
     users = sorted({u for u, _ in truth})
     online, completeness = _online(iso, users)
@@ -92,7 +97,15 @@ def _check_stores(iso, events: list[dict]) -> int:
     expected = _closed(truth, completeness)
     offline = _offline_rows(iso)
     assert offline == expected, _difference("Iceberg", offline, expected)
-    assert online == expected, _difference("Redis", online, expected)
+    closed_online = _closed(online, completeness)
+    assert closed_online == expected, _difference("Redis", closed_online, expected)
+    live = {k: v for k, v in online.items() if k not in closed_online}
+    live_truth = {k: v for k, v in truth.items() if k not in expected}
+    if live_kept:
+        assert live == live_truth, _difference("Redis' live tiles", live, live_truth)
+    else:
+        over = {k: (v, live_truth.get(k)) for k, v in live.items() if v[0] > live_truth.get(k, (0,))[0]}
+        assert not over, f"live tiles counting more than the reference: {list(over.items())[:3]}"
 
     windows = reference.Windows(events)
     store = OnlineStore(iso.redis)
@@ -220,7 +233,8 @@ def test_lost_state_is_refused_then_healed_by_the_named_replay(isolated):
         timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    _check_stores(isolated, first + second)
+    # The open hour's state was lost with the checkpoints: its live tile is not whole.
+    _check_stores(isolated, first + second, live_kept=False)
     # The restart read on right after the archive: nothing was archived, or replayed, twice.
     _assert_archived_once(isolated, len(first) + len(second))
 
