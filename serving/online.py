@@ -78,6 +78,7 @@ from sinks.redis import client_kwargs, explain
 from sinks.redis_layout import (
     EPOCH_LOST,
     completeness_key,
+    decode_tile,
     decode_tiles,
     entity_key,
     epoch_key,
@@ -216,16 +217,6 @@ class _ViewPlan:
             else:
                 out[name] = int(item) if is_int else float(item)
         return out
-
-    def head(self, tile: bytes | None) -> list[Value] | None:
-        """The aggregates of a stored head tile (``<events>|<agg>...``), or None when there is none."""
-        if not tile:
-            return None
-        items = tile.split(b"|")[1:]
-        return [
-            None if not item else int(item) if agg.is_integer else float(item)
-            for agg, item in zip(self.view.aggregations, items, strict=True)
-        ]
 
 
 class _ViewReply(NamedTuple):
@@ -607,9 +598,8 @@ class OnlineStore:
             live = with_head and view.freshness is not None
             if live:
                 for index, tile in enumerate(heads):
-                    head = plan.head(tile)
-                    if head is not None:
-                        add_head(raws[index], head, plan.head_slots)
+                    if tile:  # <events>|<agg>...: the tile codec of sinks.redis_layout
+                        add_head(raws[index], decode_tile(view, b"0", tile)[2], plan.head_slots)
             finished = finish_many(view, raws, when_ms, completeness, with_head=live)
             for index in beyond:
                 finished[index] = _beyond_horizon(view, finished[index])
