@@ -21,6 +21,7 @@ from serving.assembly import to_ms
 from serving.online import OnlineStore
 from sinks.redis import connect
 from sinks.redis_layout import late_events_key
+from tests.chaos.test_continuity import _check_stores
 from tests.integration import reference
 
 pytestmark = pytest.mark.integration
@@ -119,6 +120,9 @@ def test_reads_at_now_include_the_head_and_equal_the_reference_restarts_keep_it(
     finally:
         client.close()
         store.close()
+    # Both stores against the reference, the late event left out: Iceberg and Redis hold the
+    # closed tiles, and each live tile in Redis equals the reference of its open period.
+    _check_stores(isolated, first + second)
 
 
 def _head_events(store: OnlineStore, user: str, now: datetime) -> int:
