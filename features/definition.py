@@ -17,6 +17,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Literal
 
+from features import predicate
 from parity.errors import DefinitionError
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -117,8 +118,10 @@ class Aggregation:
             (``clicks`` gives ``clicks_1d``, ``clicks_7d``).
         kind: how values combine, within a tile and across tiles.
         column: the event field aggregated; not used by COUNT.
-        where: optional Flink SQL boolean expression over event fields that
-            selects the events counted, e.g. ``event_type = 'click'``.
+        where: optional SQL boolean expression over event fields that
+            selects the events counted, e.g. ``event_type = 'click'``. Flink
+            runs it in the job and Arrow over the raw archive, so it is held
+            to the grammar both evaluate alike (``features.predicate``).
     """
 
     name: str
@@ -136,10 +139,16 @@ class Aggregation:
             raise DefinitionError(
                 f"aggregation {self.name!r}: {self.kind.name} needs column= naming a numeric event field."
             )
-        if self.where is not None and (";" in self.where or not self.where.strip()):
-            raise DefinitionError(
-                f"aggregation {self.name!r}: where= must be one SQL boolean expression without ';'."
-            )
+        if self.where is not None:
+            try:
+                predicate.parse(self.where)
+            except DefinitionError as exc:
+                raise DefinitionError(f"aggregation {self.name!r}: {exc}") from None
+
+    @property
+    def filter(self) -> predicate.Expr | None:
+        """``where=`` parsed: what the offline head evaluates (the job hands Flink the text)."""
+        return None if self.where is None else predicate.parse(self.where)
 
     @property
     def is_integer(self) -> bool:

@@ -22,7 +22,8 @@ watermark is the newest period end ``<= t``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,9 @@ from features.definition import AggKind, FeatureView, OnStale, duration_label
 from features.registry import load_views
 from parity.config import IcebergConfig
 from parity.errors import ReadError
+from serving import head
 from serving.assembly import Status
+from serving.head import Partial
 from serving.offline import OfflineTiles, load_tiles
 from serving.online import FeatureRef, parse_refs
 
@@ -51,22 +54,19 @@ class HistoricalFeatures:
 
     Columns added per feature ``<view>:<feature>``: its value, and
     ``<view>:<feature>:status`` (present, missing, stale); per view,
-    ``<view>:window_end`` (timestamp, UTC).
+    ``<view>:window_end`` (timestamp, UTC): the row's time for a view with a
+    head (a ``freshness``), its tile boundary otherwise.
+
+    ``raw_snapshot_ids``: the raw archive's snapshot each view's head was read
+    at, for the views whose rows needed one.
     """
 
     table: pa.Table
     snapshot_ids: dict[str, int | None]
+    raw_snapshot_ids: dict[str, int | None] = field(default_factory=dict)
 
     def to_pandas(self) -> Any:
         return self.table.to_pandas()
-
-
-@dataclass(frozen=True)
-class _Column:
-    """A merged window aggregate per row: values and whether there is one (else None)."""
-
-    values: npt.NDArray[Any]
-    present: _B
 
 
 def get_historical_features(
@@ -78,8 +78,14 @@ def get_historical_features(
     timestamp_column: str = "event_timestamp",
     snapshot_ids: Mapping[str, int] | None = None,
     tiles: Mapping[str, OfflineTiles] | None = None,
+    raw: Mapping[str, pa.Table] | None = None,
 ) -> HistoricalFeatures:
     """Features as online would have served them at each row's time.
+
+    For a view with a ``freshness`` (live tiles online), a row's windows end at
+    its time, not at its tile boundary: what the closed tiles do not cover comes
+    from the raw archive (``serving.head``). The archive is read only for the
+    rows that need it, at the snapshot committed with the tiles read.
 
     Args:
         entity_df: a pyarrow Table or a pandas DataFrame with the views' join
@@ -90,6 +96,8 @@ def get_historical_features(
         timestamp_column: the column holding each row's time.
         snapshot_ids: pin a view's tiles table to a snapshot (by view name).
         tiles: already loaded tiles by view name (skips reading Iceberg).
+        raw: already loaded raw-archive events by view name, for the heads of
+            views given in ``tiles``; views read from Iceberg read their archive.
 
     Raises:
         ReadError: an unknown feature, a missing or mistyped column, or no offline tables.
@@ -101,6 +109,7 @@ def get_historical_features(
         by_view.setdefault(ref.view.name, []).append(ref)
     times = _times_ms(table, timestamp_column)
     snapshots: dict[str, int | None] = {}
+    raw_snapshots: dict[str, int | None] = {}
     for name, view_refs in by_view.items():
         view = view_refs[0].view
         loaded = (tiles or {}).get(name)
@@ -108,25 +117,73 @@ def get_historical_features(
             loaded = load_tiles(cfg or IcebergConfig(), view, (snapshot_ids or {}).get(name))
         snapshots[name] = loaded.snapshot_id
         keys = _keys(table, view)
-        columns = view_columns(view, loaded, keys, times)
+        events = None
+        span = raw_span(view, loaded, times)
+        if span is not None:
+            if raw is not None and name in raw:
+                events = head.prepare(view, raw[name])
+            elif loaded.archive is not None:
+                archive, raw_snapshots[name] = loaded.archive(*span)
+                events = head.prepare(view, archive)
+            else:
+                raise ReadError(
+                    f"{name} has a head (freshness={view.freshness}) and rows its closed tiles do not cover: "
+                    f"pass its raw-archive events with raw={{{name!r}: ...}} along with tiles="
+                )
+        columns = view_columns(view, loaded, keys, times, events)
         for ref in view_refs:
             values, status = columns[ref.feature]
             table = table.append_column(ref.qualified, values)
             table = table.append_column(f"{ref.qualified}:status", status)
-        end = times - np.mod(times, view.tile_ms)
+        end = times if view.freshness is not None else times - np.mod(times, view.tile_ms)
         table = table.append_column(
             f"{name}:window_end", pa.array(end, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
         )
-    return HistoricalFeatures(table, snapshots)
+    return HistoricalFeatures(table, snapshots, raw_snapshots)
+
+
+def raw_span(view: FeatureView, loaded: OfflineTiles, times: _I64) -> tuple[int, int] | None:
+    """The event times ``[low, high)`` the rows need from the raw archive, or None when none.
+
+    A row needs its head when it lies inside a tile, and the periods from the
+    closed-through time ``C`` on when its tile boundary is past ``C``.
+    """
+    if view.freshness is None or not len(times):
+        return None
+    floor = times - np.mod(times, view.tile_ms)
+    closed = loaded.closed_through_ms
+    inside = times > floor
+    beyond = floor > closed if closed is not None else np.ones(len(times), np.bool_)
+    if not (inside.any() or beyond.any()):
+        return None
+    lows = [int(floor[inside].min())] if inside.any() else []
+    if beyond.any():
+        lows.append(
+            closed
+            if closed is not None
+            else int(floor.min()) - max(view.windows) // timedelta(milliseconds=1)
+        )
+    return min(lows), int(times.max())
 
 
 def view_columns(
-    view: FeatureView, loaded: OfflineTiles, keys: pa.Array, times: _I64
+    view: FeatureView,
+    loaded: OfflineTiles,
+    keys: pa.Array,
+    times: _I64,
+    events: head.RawEvents | None = None,
 ) -> dict[str, tuple[pa.Array, pa.Array]]:
-    """(value, status) arrays of every feature of one view, for rows of (entity, epoch ms)."""
+    """(value, status) arrays of every feature of one view, for rows of (entity, epoch ms).
+
+    With ``events`` (the raw archive over ``raw_span``), windows end at each
+    row's time: tiles past the closed-through time come from the events, and
+    so does each row's head.
+    """
     tile_ms = view.tile_ms
     end = (times - np.mod(times, tile_ms)) // tile_ms  # window end as a tile index
     tiles = loaded.to_arrow()
+    if events is not None:
+        tiles = _with_open_tiles(tiles, events, loaded.closed_through_ms, tile_ms)
     join_key = view.entity.join_key
     if tiles.num_rows:
         tiles = tiles.sort_by([(join_key, "ascending"), ("tile_start", "ascending")])
@@ -147,12 +204,19 @@ def view_columns(
         return np.where(known, found, 0)
 
     upper = position(end - 1, "right")
-    raw: dict[str, _Column] = {}
+    raw: dict[str, Partial] = {}
     for window in view.windows:
         lower = np.minimum(position(end - window // view.tile, "left"), upper)
         for agg in view.aggregations:
             name = f"{agg.name}_{duration_label(window)}"
             raw[name] = _merge(agg.kind, agg.is_integer, tiles.column(agg.name), lower, upper)
+    if events is not None:
+        floor = times - np.mod(times, tile_ms)
+        _, parts = head.head(events, keys, floor, times)
+        for window in view.windows:
+            for agg, part in zip(view.aggregations, parts, strict=True):
+                name = f"{agg.name}_{duration_label(window)}"
+                raw[name] = head.merge_head(agg.kind, raw[name], part)
 
     completeness = np.asarray(loaded.period_ends_ms, np.int64)
     at = np.searchsorted(completeness, times, side="right") - 1
@@ -172,16 +236,28 @@ def view_columns(
         zero = denominator == 0
         with np.errstate(divide="ignore", invalid="ignore"):
             quotient = np.where(zero, ratio.on_zero, numerator / np.where(zero, 1.0, denominator))
-        out[ratio.name] = _finish(view, ratio.name, _Column(quotient, present), stale)
+        out[ratio.name] = _finish(view, ratio.name, Partial(quotient, present), stale)
     return out
 
 
-def _merge(kind: AggKind, integer: bool, column: pa.ChunkedArray, lower: _I64, upper: _I64) -> _Column:
+def _with_open_tiles(
+    tiles: pa.Table, events: head.RawEvents, closed_ms: int | None, tile_ms: int
+) -> pa.Table:
+    """Closed tiles up to ``closed_ms``, then the raw archive's tiles of every period after it."""
+    if closed_ms is None:
+        tiles = tiles.slice(0, 0)
+    else:
+        tiles = tiles.filter(pc.less_equal(pc.add(tiles.column("tile_start"), tile_ms), closed_ms))
+    derived = head.open_tiles(events, closed_ms).cast(tiles.schema)
+    return pa.concat_tables([tiles, derived])
+
+
+def _merge(kind: AggKind, integer: bool, column: pa.ChunkedArray, lower: _I64, upper: _I64) -> Partial:
     count = upper - lower
     if kind is AggKind.COUNT or (kind is AggKind.SUM and integer):
         values = np.asarray(column.fill_null(0).to_numpy(), np.int64)
         prefix = np.concatenate(([0], np.cumsum(values)))
-        return _Column(prefix[upper] - prefix[lower], count > 0)
+        return Partial(prefix[upper] - prefix[lower], count > 0)
     data: _F64 = np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(), np.float64)
     nulls = np.isnan(data)
     if kind is AggKind.SUM:
@@ -194,7 +270,7 @@ def _merge(kind: AggKind, integer: bool, column: pa.ChunkedArray, lower: _I64, u
             usable = take & ~nulls[picked] if len(data) else take
             acc = np.where(usable, acc + (data[picked] if len(data) else 0.0), acc)
             seen |= usable
-        return _Column(acc, seen)
+        return Partial(acc, seen)
     pick = np.fmin if kind is AggKind.MIN else np.fmax
     best = np.full(len(lower), np.nan)
     for offset in range(int(count.max()) if len(count) else 0):
@@ -202,10 +278,10 @@ def _merge(kind: AggKind, integer: bool, column: pa.ChunkedArray, lower: _I64, u
         take = index < upper
         candidate = np.where(take, data[np.where(take, index, 0)], np.nan)
         best = pick(best, candidate)
-    return _Column(best, ~np.isnan(best))
+    return Partial(best, ~np.isnan(best))
 
 
-def _finish(view: FeatureView, name: str, column: _Column, stale: _B) -> tuple[pa.Array, pa.Array]:
+def _finish(view: FeatureView, name: str, column: Partial, stale: _B) -> tuple[pa.Array, pa.Array]:
     """``assembly.finish_many`` on columns: default when absent, the on_stale policy when stale."""
     default = view.defaults[name]
     use_value = column.present & ~(stale & (view.on_stale is OnStale.DEFAULT))

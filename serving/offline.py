@@ -16,18 +16,23 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan, Reference
+from pyiceberg.expressions.literals import literal
+from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
 
 from features.definition import FeatureView
 from parity.config import IcebergConfig
 from parity.errors import ReadError
+from serving import head
 from serving.assembly import FeatureValue, Tile, assemble, from_ms, to_ms
 from sinks import iceberg
 
@@ -46,6 +51,17 @@ class OfflineTiles:
     period_ends_ms: list[int] = field(default_factory=list)
     # The same tiles as read from Iceberg, one row per tile (join key, tile_start, events, aggregates).
     arrow: pa.Table | None = None
+    # When the pinned snapshot was committed (None: the current one was read); the raw
+    # archive is read as it stood then.
+    committed_ms: int | None = None
+    # Reads the raw archive's events of [low, high) for heads, and the snapshot read;
+    # load_tiles sets it. Without it, heads need their events handed in (raw=).
+    archive: Callable[[int, int], tuple[pa.Table, int | None]] | None = None
+
+    @property
+    def closed_through_ms(self) -> int | None:
+        """The newest closed period end: tiles up to it are final, later ones come from the raw archive."""
+        return self.period_ends_ms[-1] if self.period_ends_ms else None
 
     def completeness_at(self, as_of_ms: int) -> int | None:
         index = bisect_right(self.period_ends_ms, as_of_ms)
@@ -85,19 +101,14 @@ def load_tiles(cfg: IcebergConfig, view: FeatureView, snapshot_id: int | None = 
         ReadError: the tables do not exist (the job has never run for this view),
             or the snapshot does not.
     """
-    catalog = iceberg.open_catalog(cfg)
-    try:
-        tiles_table: Table = catalog.load_table(f"{cfg.namespace}.{iceberg.tiles_table(view)}")
-        progress_table: Table = catalog.load_table(f"{cfg.namespace}.{iceberg.progress_table(view)}")
-    except Exception as exc:
-        raise ReadError(
-            f"no offline tables for {view.qualified_name} in {cfg.catalog_name}.{cfg.namespace}: {exc}. "
-            "Run the job for this view first (parity job run)."
-        ) from exc
+    tiles_table, progress_table = _open(cfg, view, iceberg.tiles_table(view), iceberg.progress_table(view))
     snapshot = tiles_table.snapshot_by_id(snapshot_id) if snapshot_id else tiles_table.current_snapshot()
     if snapshot_id and snapshot is None:
         raise ReadError(f"{iceberg.tiles_table(view)} has no snapshot {snapshot_id}")
     result = OfflineTiles(view, snapshot.snapshot_id if snapshot else None)
+    if snapshot_id and snapshot is not None:
+        result.committed_ms = snapshot.timestamp_ms
+    result.archive = lambda low_ms, high_ms: load_raw(cfg, view, low_ms, high_ms, result)
     if snapshot is None:
         result.arrow = result.to_arrow()
         return result
@@ -125,6 +136,54 @@ def load_tiles(cfg: IcebergConfig, view: FeatureView, snapshot_id: int | None = 
     return result
 
 
+def load_raw(
+    cfg: IcebergConfig, view: FeatureView, low_ms: int, high_ms: int, tiles: OfflineTiles
+) -> tuple[pa.Table, int | None]:
+    """The archived events of ``[low, high)`` that heads need, and the archive snapshot read.
+
+    The snapshot is the current one, or with tiles pinned to a snapshot, the
+    archive's newest snapshot committed by then: the same pin reads the same events.
+    """
+    (archive,) = _open(cfg, view, iceberg.raw_table(view))
+    snapshot = _snapshot_as_of(archive, tiles.committed_ms)
+    columns = head.needed_columns(view)
+    if snapshot is None:
+        empty = pa.schema([(name, _arrow_type(archive, name)) for name in columns])
+        return empty.empty_table(), None
+    field_name = view.source.event_time_field
+    row_filter = And(
+        GreaterThanOrEqual(term=Reference(field_name), value=literal(from_ms(low_ms).isoformat())),
+        LessThan(term=Reference(field_name), value=literal(from_ms(high_ms).isoformat())),
+    )
+    scan = archive.scan(
+        row_filter=row_filter, selected_fields=tuple(columns), snapshot_id=snapshot.snapshot_id
+    )
+    return scan.to_arrow(), snapshot.snapshot_id
+
+
+def _open(cfg: IcebergConfig, view: FeatureView, *names: str) -> list[Table]:
+    catalog = iceberg.open_catalog(cfg)
+    try:
+        return [catalog.load_table(f"{cfg.namespace}.{name}") for name in names]
+    except Exception as exc:
+        raise ReadError(
+            f"no offline tables for {view.qualified_name} in {cfg.catalog_name}.{cfg.namespace}: {exc}. "
+            "Run the job for this view first (parity job run)."
+        ) from exc
+
+
+def _snapshot_as_of(table: Table, commit_ms: int | None) -> Snapshot | None:
+    """The current snapshot, or the newest committed at or before ``commit_ms``."""
+    if commit_ms is None:
+        return table.current_snapshot()
+    older = [s for s in table.snapshots() if s.timestamp_ms <= commit_ms]
+    return max(older, key=lambda s: s.timestamp_ms) if older else None
+
+
+def _arrow_type(table: Table, name: str) -> pa.DataType:
+    return schema_to_pyarrow(table.schema().find_field(name).field_type)
+
+
 def _refuse_duplicates(table: pa.Table, view: FeatureView, snapshot_id: int) -> None:
     """Exactly one row per (entity, tile_start): summing two would serve a wrong value silently."""
     key = view.entity.join_key
@@ -146,10 +205,7 @@ def _refuse_duplicates(table: pa.Table, view: FeatureView, snapshot_id: int) -> 
 
 def _period_ends(progress: Table, as_of_commit_ms: int | None) -> list[int]:
     """Ends of the closed periods, from the progress table as of a commit time (current when None)."""
-    snapshot = progress.current_snapshot()
-    if as_of_commit_ms is not None:
-        older = [s for s in progress.snapshots() if s.timestamp_ms <= as_of_commit_ms]
-        snapshot = max(older, key=lambda s: s.timestamp_ms) if older else None
+    snapshot = _snapshot_as_of(progress, as_of_commit_ms)
     if snapshot is None:
         return []
     ends = progress.scan(selected_fields=("tile_end",), snapshot_id=snapshot.snapshot_id).to_arrow()
@@ -166,6 +222,7 @@ def get_historical_features(
     timestamp_column: str = "event_timestamp",
     snapshot_ids: Mapping[str, int] | None = None,
     tiles: Mapping[str, OfflineTiles] | None = None,
+    raw: Mapping[str, pa.Table] | None = None,
 ) -> HistoricalFeatures:
     """Point-in-time features for every row of ``entity_df``; see ``serving.historical``."""
     from serving.historical import get_historical_features as compute
@@ -178,4 +235,5 @@ def get_historical_features(
         timestamp_column=timestamp_column,
         snapshot_ids=snapshot_ids,
         tiles=tiles,
+        raw=raw,
     )

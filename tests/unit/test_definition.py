@@ -68,7 +68,7 @@ def test_aggregation_rules():
         Aggregation("n", AggKind.COUNT, column="cost")
     with pytest.raises(DefinitionError, match="SUM needs column"):
         Aggregation("total", AggKind.SUM)
-    with pytest.raises(DefinitionError, match="without ';'"):
+    with pytest.raises(DefinitionError, match=r"'; DROP TABLE x'.*not part of the filter grammar"):
         Aggregation("n", AggKind.COUNT, where="1=1; DROP TABLE x")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 
@@ -28,11 +29,15 @@ def logged_as(mode: str) -> FeatureView:
 
 
 def offline() -> OfflineTiles:
+    needed = ["user_id", "event_time", "event_type"]
     by_entity = {
         entity: [Tile(to_ms(T0) + h * HOUR, 2 + n, (1 + n, n)) for h in range(n, 48, 3)]
         for n, entity in enumerate(IDS)
     }
-    return OfflineTiles(user_stats, 7, by_entity, [to_ms(T0) + (h + 1) * HOUR for h in range(48)])
+    loaded = OfflineTiles(user_stats, 7, by_entity, [to_ms(T0) + (h + 1) * HOUR for h in range(48)])
+    # An archive with no events past the closed tiles: the head and the open periods are empty.
+    loaded.archive = lambda low, high: (pa.table({c: pa.array([], pa.string()) for c in needed}), None)
+    return loaded
 
 
 def served(tiles: OfflineTiles, entity: str, window_end: datetime, trace: str) -> LoggedRecord:

@@ -13,8 +13,12 @@ from features.definition import FeatureView, OnStale
 from parity.errors import ReadError
 from serving.assembly import Tile, to_ms
 from serving.offline import OfflineTiles, get_historical_features
-from tests.unit.views import spend, user_stats
+from tests.unit import views
 
+# Views without a head (no freshness): their windows end at a tile boundary, and
+# assemble is the reference. Windows with a head are tested in test_serving_head.py.
+spend = replace(views.spend, freshness=None)
+user_stats = replace(views.user_stats, freshness=None)
 HOUR = 3_600_000
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
