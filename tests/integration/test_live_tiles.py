@@ -4,7 +4,9 @@ Events are produced with event times up to a second before the job reads
 them, across the current and earlier hours. Once the job has read the topic to
 its end, an online read at now covers ``[floor(t) - W, t)`` for each window W:
 the closed tiles plus the head, the events of the open hour up to the read.
-An independent reference counts the same span from the raw events.
+An independent reference counts the same span from the raw events, and
+offline point-in-time reads at the same t (closed tiles, then the raw archive)
+serve the same values and statuses.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pytest
 
 from features.user_stats import view as user_stats
-from parity.config import KafkaConfig, RegistryConfig
+from parity.config import IcebergConfig, KafkaConfig, RegistryConfig
 from producer.produce import produce_events
 from serving.assembly import to_ms
+from serving.offline import get_historical_features
 from serving.online import OnlineStore
 from sinks.redis import connect
 from sinks.redis_layout import late_events_key
@@ -58,8 +62,8 @@ def _send(events: list[dict], topic: str) -> None:
     assert (summary.sent, summary.failed) == (len(events), 0)
 
 
-def _check_at_now(store: OnlineStore, events: list[dict]) -> int:
-    """Online values at now against the reference over [floor(t) - W, t); returns t (ms)."""
+def _check_at_now(store: OnlineStore, events: list[dict], iceberg: IcebergConfig) -> int:
+    """Online values at now against the reference over [floor(t) - W, t), and offline at t; returns t (ms)."""
     got = store.get_online_features(FEATURES, [{"user_id": u} for u in USERS])
     t_ms = to_ms(got[0][FEATURES[0]].window_end)
     expected = reference.Windows(events)
@@ -72,7 +76,20 @@ def _check_at_now(store: OnlineStore, events: list[dict]) -> int:
             if want[name] is None:
                 continue  # no event of that window: the default, as at tile boundaries
             assert value.value == pytest.approx(want[name], abs=1e-12), (user, name, t_ms)
+    _check_offline_equals_online(iceberg, got, t_ms)
     return t_ms
+
+
+def _check_offline_equals_online(iceberg: IcebergConfig, online: list[dict], t_ms: int) -> None:
+    """Offline point-in-time values at t: the same value and status as the online read at t."""
+    when = pa.array([t_ms] * len(USERS), pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+    frame = pa.table({"user_id": USERS, "event_timestamp": when})
+    offline = get_historical_features(frame, FEATURES, cfg=iceberg).table
+    assert offline.column("user_stats:window_end").to_pylist() == when.to_pylist()
+    for row, (user, values) in enumerate(zip(USERS, online, strict=True)):
+        for ref, value in values.items():
+            got = (offline.column(ref)[row].as_py(), offline.column(f"{ref}:status")[row].as_py())
+            assert got == (value.value, value.status.value), (user, ref, t_ms)
 
 
 def test_reads_at_now_include_the_head_and_equal_the_reference_restarts_keep_it(isolated):
@@ -84,7 +101,7 @@ def test_reads_at_now_include_the_head_and_equal_the_reference_restarts_keep_it(
 
     store = OnlineStore(isolated.redis)
     try:
-        _check_at_now(store, first)
+        _check_at_now(store, first, isolated.iceberg)
         # At a tile boundary the head is empty: the read is tile-aligned, as before.
         boundary = datetime.fromtimestamp((to_ms(now) - to_ms(now) % reference.HOUR_MS) / 1000, tz=UTC)
         aligned = store.get_online_features(FEATURES, [{"user_id": u} for u in USERS], as_of=boundary)
@@ -96,6 +113,7 @@ def test_reads_at_now_include_the_head_and_equal_the_reference_restarts_keep_it(
                 name = ref.split(":", 1)[1]
                 if want[name] is not None:
                     assert value.value == pytest.approx(want[name], abs=1e-12), (user, name)
+        _check_offline_equals_online(isolated.iceberg, aligned, to_ms(boundary))
         head = (store.head_watermarks() or {}).get("user_stats")
         assert head == max(to_ms(e["event_time"]) for e in first), "the head watermark is the newest event"
         heads_before = {u: _head_events(store, u, now) for u in USERS}
@@ -113,7 +131,7 @@ def test_reads_at_now_include_the_head_and_equal_the_reference_restarts_keep_it(
     client = connect(isolated.redis)
     try:
         # The late event changed no tile (it is counted, and replay corrects the offline side).
-        _check_at_now(store, first + second)
+        _check_at_now(store, first + second, isolated.iceberg)
         assert int(client.get(late_events_key(isolated.redis.key_prefix, user_stats)) or 0) >= 1
         for user in USERS:
             assert _head_events(store, user, now) >= heads_before[user], f"{user}'s head went backwards"
