@@ -1,7 +1,7 @@
 """``python -m serving``: the HTTP feature server and the skew check.
 
     python -m serving serve [--host 127.0.0.1] [--port 8000]
-    python -m serving skew user_stats [--sample 200] [--threshold 0.01] [--every 60s]
+    python -m serving skew user_stats [--sample 200] [--threshold 0.01] [--every 60s] [--at now]
                                       [--metrics-port 9464 | --textfile PATH] [--json]
     python -m serving skew user_stats --from-log [--log-topic T] [--max-records 10000]
                                       [--since ISO] [--threshold 0.01] [--json]
@@ -67,16 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     skew = sub.add_parser(
         "skew",
-        help="compare what Redis serves with Iceberg as of the completeness watermark",
-        description="Sample entities of a view, read them online and offline as of the online "
-        "completeness watermark, print a summary and export Prometheus gauges. Exits 1 when the "
-        "share of entities that differ (or are missing on one side) is above --threshold.",
+        help="compare what Redis serves with Iceberg, at the completeness watermark or at now",
+        description="Sample entities of a view, read them online and offline at the same instant "
+        "(the online completeness watermark, or now with --at now), print a summary with the "
+        "largest difference per feature and export Prometheus gauges. Exits 1 when the share of "
+        "entities that differ (or are missing on one side) is above --threshold.",
     )
     skew.add_argument("view", help="feature view name")
     skew.add_argument("--sample", type=int, default=200, help="entities to compare (default 200)")
     skew.add_argument("--threshold", type=float, default=0.0, help="largest acceptable skew ratio (0..1)")
     skew.add_argument("--seed", type=int, help="sampling seed (default: random)")
     skew.add_argument("--snapshot-id", type=int, help="Iceberg tiles snapshot to compare with")
+    skew.add_argument(
+        "--at",
+        choices=("watermark", "now"),
+        default="watermark",
+        help="when to compare: the completeness watermark, a tile boundary both stores have "
+        "committed (default); or now, heads included (online's live tiles against the raw "
+        "archive; Iceberg may trail Redis by one checkpoint while events arrive)",
+    )
     skew.add_argument("--every", type=parse_duration, help="run periodically, e.g. 60s; until Ctrl-C")
     skew.add_argument("--runs", type=int, default=0, help="with --every: stop after N runs (0: never)")
     target = skew.add_mutually_exclusive_group()
@@ -165,7 +174,9 @@ def _cmd_skew(args: argparse.Namespace) -> int:
         while True:
             try:
                 offline = load_tiles(IcebergConfig(), view, args.snapshot_id)
-                report = check_skew(view, store, offline, sample=args.sample, seed=args.seed)
+                report = check_skew(
+                    view, store, offline, sample=args.sample, seed=args.seed, at_now=args.at == "now"
+                )
             except Exception as exc:
                 if args.every is None:
                     raise

@@ -4,7 +4,12 @@ Protocol:
 1. The time is the online completeness watermark: every tile before it has
    been written to Redis. Iceberg commits on checkpoints and may trail Redis by
    one; when its own watermark is older, the check uses that one instead, so
-   both stores are complete up to the time compared.
+   both stores are complete up to the time compared. With ``at_now`` the time
+   is now instead: online reads at now take the live tiles and the head,
+   offline reads at the same instant take the raw archive's (``serving.head``).
+   Iceberg commits the archive on checkpoints, so while events keep arriving
+   the newest seconds may differ by what the last checkpoint has not committed:
+   compare at now where the topic is quiet, or read the sizes of differences.
 2. Entities are sampled from both stores (Iceberg's tiles and a SCAN of
    Redis), so an entity only one side knows is found.
 3. Online values come from ``OnlineStore.get_online_features``; offline
@@ -26,7 +31,7 @@ import pyarrow as pa
 
 from features.definition import FeatureView
 from parity.errors import ReadError
-from serving.assembly import FeatureValue, Status, from_ms
+from serving.assembly import FeatureValue, Status, from_ms, to_ms
 from serving.metrics import SkewMetrics
 from serving.offline import OfflineTiles, get_historical_features
 from serving.online import OnlineStore
@@ -46,6 +51,8 @@ class SkewReport:
     missing_online: int = 0
     missing_offline: int = 0
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # Per feature, the largest |online - offline| among the entities that differ.
+    largest: dict[str, float] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -59,6 +66,7 @@ class SkewReport:
             f"{self.sampled} sampled, {self.equal} equal, {self.differing} differing, "
             f"{self.missing_online} missing online, {self.missing_offline} missing offline "
             f"(skew {self.ratio:.2%})"
+            + "".join(f"; {name} off by up to {gap:g}" for name, gap in sorted(self.largest.items()))
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -72,6 +80,7 @@ class SkewReport:
             "missing_online": self.missing_online,
             "missing_offline": self.missing_offline,
             "ratio": self.ratio,
+            "largest_differences": self.largest,
             "examples": self.examples,
         }
 
@@ -84,8 +93,12 @@ def check_skew(
     sample: int = 200,
     seed: int | None = None,
     metrics: SkewMetrics | None = None,
+    at_now: bool = False,
 ) -> SkewReport:
     """Compare ``sample`` entities of one view between Redis and Iceberg.
+
+    Args:
+        at_now: compare at now, heads included, instead of at the completeness watermark.
 
     Raises:
         ReadError: Redis has no completeness watermark for the view, or did not answer.
@@ -95,17 +108,20 @@ def check_skew(
         raise ReadError(f"Redis has no completeness watermark of {view.qualified_name}: nothing to compare")
     offline_mark = offline.completeness_at(online_mark)
     as_of_ms = online_mark if offline_mark is None else min(online_mark, offline_mark)
-    as_of = from_ms(as_of_ms)
-    report = SkewReport(view.name, as_of, offline.snapshot_id)
-
     rng = random.Random(seed)
     known = set(offline.by_entity) | set(store.sample_entities(view, sample))
     entities = rng.sample(sorted(known), min(sample, len(known)))
+    features = [f"{view.name}:{f}" for f in view.feature_names]
+    online: list[dict[str, FeatureValue]] = []
     if entities:
-        features = [f"{view.name}:{f}" for f in view.feature_names]
-        online = store.get_online_features(features, [{view.entity.join_key: e} for e in entities], as_of)
+        rows = [{view.entity.join_key: e} for e in entities]
+        online = store.get_online_features(features, rows, None if at_now else from_ms(as_of_ms))
         if any(v.status is Status.ERROR for row in online for v in row.values()):
             raise ReadError(f"Redis did not answer the reads of {view.qualified_name}; skew not measured")
+        if at_now:  # the instant the online read describes, the same for every value
+            as_of_ms = to_ms(online[0][features[0]].window_end)
+    report = SkewReport(view.name, from_ms(as_of_ms), offline.snapshot_id)
+    if entities:
         frame = pa.table(
             {
                 view.entity.join_key: pa.array(entities, pa.string()),
@@ -152,6 +168,11 @@ def _classify(
         report.equal += 1
         return
     report.differing += 1
+    for ref, pair in diffs.items():
+        served, stored = pair["online"][0], pair["offline"][0]
+        if isinstance(served, int | float) and isinstance(stored, int | float):
+            name = ref.split(":", 1)[1]
+            report.largest[name] = max(report.largest.get(name, 0.0), abs(float(served) - float(stored)))
     if len(report.examples) < 5:
         report.examples.append({"entity": entity, "features": diffs})
 

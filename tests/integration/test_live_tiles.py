@@ -21,8 +21,9 @@ from features.user_stats import view as user_stats
 from parity.config import IcebergConfig, KafkaConfig, RegistryConfig
 from producer.produce import produce_events
 from serving.assembly import to_ms
-from serving.offline import get_historical_features
+from serving.offline import get_historical_features, load_tiles
 from serving.online import OnlineStore
+from serving.skew import check_skew
 from sinks.redis import connect
 from sinks.redis_layout import late_events_key
 from tests.chaos.test_continuity import _check_stores
@@ -102,6 +103,12 @@ def test_reads_at_now_include_the_head_and_equal_the_reference_restarts_keep_it(
     store = OnlineStore(isolated.redis)
     try:
         _check_at_now(store, first, isolated.iceberg)
+        # parity skew --at now: every sampled user equal at the read's instant, heads included.
+        report = check_skew(
+            user_stats, store, load_tiles(isolated.iceberg, user_stats), sample=100, at_now=True
+        )
+        assert (report.sampled, report.equal, report.largest) == (len(USERS), len(USERS), {}), report.line()
+        assert report.as_of > now
         # At a tile boundary the head is empty: the read is tile-aligned, as before.
         boundary = datetime.fromtimestamp((to_ms(now) - to_ms(now) % reference.HOUR_MS) / 1000, tz=UTC)
         aligned = store.get_online_features(FEATURES, [{"user_id": u} for u in USERS], as_of=boundary)

@@ -26,7 +26,7 @@ def flaky(monkeypatch):
     """check_skew fails on its first call and reports no skew after."""
     calls: list[int] = []
 
-    def check(view, store, offline, sample, seed):
+    def check(view, store, offline, sample, seed, at_now):
         calls.append(1)
         if len(calls) == 1:
             raise ConnectionError("Redis went away")
