@@ -384,9 +384,11 @@ def _parse_time(text: str) -> datetime:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
     from parity.errors import InputError
-    from serving.assembly import Status
-    from serving.offline import load_tiles
+    from serving.assembly import FeatureValue, Status
+    from serving.offline import get_historical_features
     from serving.online import OnlineStore, entity_of, parse_refs
 
     rows = []
@@ -401,14 +403,23 @@ def _cmd_features(args: argparse.Namespace) -> int:
         from parity.config import IcebergConfig
 
         refs = parse_refs(args.features, load_views())
-        loaded = {ref.view.name: load_tiles(IcebergConfig(), ref.view) for ref in refs}
-        results = []
-        for row in rows:
-            out = {}
-            for ref in refs:
-                value = loaded[ref.view.name].features(entity_of(ref.view, row), when)[ref.feature]
-                out[ref.qualified] = value
-            results.append(out)
+        # The training-set read, so a time inside a tile takes the head from the raw archive.
+        results: list[dict[str, FeatureValue]] = [{} for _ in rows]
+        for ref in refs:
+            keys = [entity_of(ref.view, row) for row in rows]
+            frame = pa.table(
+                {
+                    ref.view.entity.join_key: pa.array(keys, pa.string()),
+                    "event_timestamp": pa.array([when] * len(rows), pa.timestamp("us", tz="UTC")),
+                }
+            )
+            table = get_historical_features(frame, [ref.qualified], cfg=IcebergConfig()).table
+            ends = table.column(f"{ref.view.name}:window_end").to_pylist()
+            for index, out in enumerate(results):
+                status = Status(table.column(f"{ref.qualified}:status")[index].as_py())
+                out[ref.qualified] = FeatureValue(
+                    table.column(ref.qualified)[index].as_py(), status, ends[index]
+                )
     else:
         from serving.config import ServingConfig
         from serving.progress import OfflineProgress

@@ -11,7 +11,11 @@ serve the same values and statuses.
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -20,7 +24,7 @@ import pytest
 from features.user_stats import view as user_stats
 from parity.config import IcebergConfig, KafkaConfig, RegistryConfig
 from producer.produce import produce_events
-from serving.assembly import to_ms
+from serving.assembly import from_ms, to_ms
 from serving.offline import get_historical_features, load_tiles
 from serving.online import OnlineStore
 from serving.skew import check_skew
@@ -102,7 +106,8 @@ def test_reads_at_now_include_the_head_and_equal_the_reference_restarts_keep_it(
 
     store = OnlineStore(isolated.redis)
     try:
-        _check_at_now(store, first, isolated.iceberg)
+        t_ms = _check_at_now(store, first, isolated.iceberg)
+        _check_cli_offline(isolated, first, t_ms)
         # parity skew --at now: every sampled user equal at the read's instant, heads included.
         report = check_skew(
             user_stats, store, load_tiles(isolated.iceberg, user_stats), sample=100, at_now=True
@@ -148,6 +153,25 @@ def test_reads_at_now_include_the_head_and_equal_the_reference_restarts_keep_it(
     # Both stores against the reference, the late event left out: Iceberg and Redis hold the
     # closed tiles, and each live tile in Redis equals the reference of its open period.
     _check_stores(isolated, first + second)
+
+
+def _check_cli_offline(isolated, events: list[dict], t_ms: int) -> None:
+    """`parity features --offline --as-of t` serves the reference of [floor(t) - W, t)."""
+    users = USERS[:3]
+    command = [sys.executable, "-m", "parity", "features", *FEATURES, "--offline"]
+    command += ["--as-of", from_ms(t_ms).isoformat(), *(f"--entity=user_id={u}" for u in users)]
+    done = subprocess.run(
+        command, env={**os.environ, **isolated.env()}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    expected = reference.Windows(events)
+    for user, row in zip(users, json.loads(done.stdout), strict=True):
+        want = expected.expected(user, t_ms - t_ms % reference.HOUR_MS, head_until_ms=t_ms)
+        for ref, got in row["features"].items():
+            assert got["window_end"] == from_ms(t_ms).isoformat()
+            name = ref.split(":", 1)[1]
+            if want[name] is not None:
+                assert got["value"] == pytest.approx(want[name], abs=1e-12), (user, name)
 
 
 def _head_events(store: OnlineStore, user: str, now: datetime) -> int:
