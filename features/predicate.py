@@ -8,7 +8,7 @@ same way, with SQL's three-valued logic:
 
 - an event field (``device``, or back-quoted ``\\`device\\```), a string
   (``'click'``, ``''`` for a quote), an integer or decimal number, TRUE, FALSE;
-- comparisons ``= <> != < <= > >=`` between them;
+- comparisons ``= <> < <= > >=`` between them (Flink's SQL has no ``!=``);
 - ``x IS [NOT] NULL``, ``x [NOT] IN (literal, ...)``;
 - ``NOT``, ``AND``, ``OR`` and parentheses; a boolean field on its own.
 
@@ -34,12 +34,11 @@ _TOKEN = re.compile(
     r"|(?P<number>-?\d+(?:\.\d+)?)"
     r"|(?P<quoted>`[^`]+`)"
     r"|(?P<word>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op><>|!=|<=|>=|=|<|>)"
+    r"|(?P<op><>|<=|>=|=|<|>)"
     r"|(?P<punct>[(),])"
     r")"
 )
 _KEYWORDS = {"AND", "OR", "NOT", "IS", "NULL", "IN", "TRUE", "FALSE"}
-_COMPARISONS = ("=", "<>", "!=", "<", "<=", ">", ">=")
 
 Literal = str | int | float | bool
 
@@ -151,7 +150,6 @@ def _arrow(expr: Expr, table: pa.Table) -> pa.Array | pa.Scalar:
         name = {
             "=": "equal",
             "<>": "not_equal",
-            "!=": "not_equal",
             "<": "less",
             "<=": "less_equal",
             ">": "greater",
@@ -184,7 +182,8 @@ class _Parser:
                 break
             match = _TOKEN.match(text, position)
             if match is None or match.lastgroup is None:
-                self._fail(position, "is not part of the filter grammar")
+                bang = text[position:].lstrip().startswith("!=")
+                self._fail(position, "is not part of the filter grammar" + ("; use <>" if bang else ""))
             value = match.group(match.lastgroup)
             kind = match.lastgroup
             if kind == "word" and value.upper() in _KEYWORDS:
@@ -204,7 +203,7 @@ class _Parser:
     def _fail(self, position: int, why: str) -> NoReturn:
         raise DefinitionError(
             f"where= {self.text!r}: {self.text[position : position + 20]!r} (at {position}) {why}. "
-            "A filter may use event fields, literals, = <> != < <= > >=, IS [NOT] NULL, "
+            "A filter may use event fields, literals, = <> < <= > >=, IS [NOT] NULL, "
             "[NOT] IN (...), NOT, AND, OR and parentheses (features/predicate.py)."
         )
 

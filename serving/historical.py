@@ -200,8 +200,7 @@ def view_columns(
 
     def position(bound: _I64, side: Any) -> _I64:
         probe = row_code * span + (np.clip(bound, low, high) - low)
-        found: _I64 = np.searchsorted(composite, probe, side=side).astype(np.int64)
-        return np.where(known, found, 0)
+        return np.where(known, head.search(composite, probe, side), 0)
 
     upper = position(end - 1, "right")
     raw: dict[str, Partial] = {}

@@ -51,6 +51,7 @@ def test_literals_keywords_and_quoted_fields():
     ("text", "where"),
     [
         ("1=1; DROP TABLE x", "not part of the filter grammar"),
+        ("event_type != 'click'", "not part of the filter grammar; use <>"),
         ("event_type LIKE 'c%'", "was not expected here"),
         ("UPPER(event_type) = 'CLICK'", "was not expected here"),
         ("event_type = ", "a field or a literal was expected"),
