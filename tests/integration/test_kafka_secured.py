@@ -3,7 +3,7 @@
 The broker (the stack's Kafka distribution, one KRaft node on free ports) takes
 clients only on a SASL_SSL listener, with SCRAM-SHA-512 (user created when the
 storage is formatted) and PLAIN (users in the listener's JAAS settings); its
-certificate comes from a CA made for the test with ``openssl``. The producer
+certificate comes from a CA made for the test (``stack.certs``). The producer
 writes there and a consumer built by ``parity.kafka_security`` reads back; a
 wrong password, a plain client and an unknown CA fail at once with an error
 naming the setting to fix, and no password ever shows.
@@ -36,6 +36,7 @@ from producer.config import ProducerConfig
 from producer.produce import ProduceSummary, produce_events
 from stack import process
 from stack.artifacts import load
+from stack.certs import make_certs as stack_certs
 from stack.config import StackConfig
 from stack.fetch import kafka_dir
 from stack.kafka import LOG4J2, new_cluster_id
@@ -53,27 +54,10 @@ def stack_is_up() -> None:
     """This test brings its own broker."""
 
 
-def _openssl(command: str, cwd: Path) -> None:
-    """``openssl <command>`` in ``cwd``; the command's words hold no spaces."""
-    subprocess.run(["openssl", *command.split()], cwd=cwd, check=True, capture_output=True)
-
-
 def make_certs(folder: Path) -> dict[str, Path]:
     """A CA, a server certificate it signed for 127.0.0.1, and a second CA nobody uses."""
-    key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
-    for ca in ("ca", "other-ca"):
-        _openssl(f"req -x509 {key} -keyout {ca}.key -out {ca}.pem -days 1 -subj /CN=test-{ca}", folder)
-    _openssl(f"req {key} -keyout server.key -out server.csr -subj /CN=kafka", folder)
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl(
-        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 "
-        "-extfile san.ext",
-        folder,
-    )
-    # Kafka's PEM key store: the PKCS#8 key and the certificate chain in one file.
-    keystore = folder / "server-keystore.pem"
-    keystore.write_text((folder / "server.key").read_text() + (folder / "server.pem").read_text())
-    return {"ca": folder / "ca.pem", "other_ca": folder / "other-ca.pem", "keystore": keystore}
+    certs = stack_certs(folder)
+    return {"ca": certs.ca, "other_ca": certs.other_ca, "keystore": certs.server_keystore}
 
 
 class PrivateKafka:

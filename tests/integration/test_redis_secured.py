@@ -9,19 +9,13 @@ with an error naming the setting to fix, and no password ever shows.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 import traceback
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
 from features.user_stats import view as user_stats
@@ -32,6 +26,7 @@ from serving.config import ServingConfig
 from serving.metrics import ServingMetrics
 from serving.online import OnlineStore
 from sinks.redis import client_kwargs
+from stack.certs import make_certs
 from tests.integration.test_serving_live import PrivateRedis, write_tile
 
 pytestmark = pytest.mark.integration
@@ -39,7 +34,6 @@ pytestmark = pytest.mark.integration
 PASSWORD = "s3cret-parity-password"
 WRONG = "n0t-the-parity-password"
 PREFIX = "secured"
-NOW = datetime.now(UTC)
 # Commands the sink's and the reads' scripts run, by ACL category; nothing administrative.
 COMMANDS = ["+@read", "+@write", "+@scripting", "+@connection", "+@keyspace", "-@dangerous"]
 
@@ -49,66 +43,17 @@ def stack_is_up() -> None:
     """This test brings its own Redis."""
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _issue(
-    subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None
-) -> x509.Certificate:
-    """A certificate for ``key``, self-signed (a CA) without ``issuer``, else for 127.0.0.1."""
-    issuer_name, signer = issuer if issuer is not None else (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(minutes=5))
-        .not_valid_after(NOW + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is not None:
-        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-        builder = builder.add_extension(san, critical=False)
-    return builder.sign(signer, hashes.SHA256())
-
-
-def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None = None) -> Path:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if key is not None:
-        path.with_suffix(".key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return path
-
-
 @pytest.fixture
 def certs(tmp_path: Path) -> dict[str, Path]:
     """A CA, a server and a client certificate it signed, and a second CA nobody uses."""
-    ca_key, other_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    return {
-        "ca": _write(tmp_path / "ca.pem", _issue("parity test CA", ca_key, None)),
-        "other_ca": _write(tmp_path / "other-ca.pem", _issue("someone else's CA", other_key, None)),
-        "server": _write(
-            tmp_path / "server.pem", _issue("redis", server_key, ("parity test CA", ca_key)), server_key
-        ),
-        "client": _write(
-            tmp_path / "client.pem", _issue("parity", client_key, ("parity test CA", ca_key)), client_key
-        ),
-    }
+    made = make_certs(tmp_path / "certs")
+    return {"ca": made.ca, "other_ca": made.other_ca, "server": made.server, "client": made.client}
 
 
-@pytest.fixture
-def secured(tmp_path: Path, certs: dict[str, Path]):
-    """The TLS-only server with the ``parity`` user, and the settings that reach it."""
-    server = PrivateRedis(
-        tmp_path,
+def tls_acl_server(workdir: Path, certs: dict[str, Path], password: str, prefix: str) -> PrivateRedis:
+    """A TLS-only redis-server whose one user, ``parity``, may touch ``<prefix>:*`` keys only."""
+    return PrivateRedis(
+        workdir,
         args=[
             "--port",
             "0",
@@ -126,12 +71,18 @@ def secured(tmp_path: Path, certs: dict[str, Path]):
             "--user",
             "parity",
             "on",
-            f">{PASSWORD}",
-            f"~{PREFIX}:*",
+            f">{password}",
+            f"~{prefix}:*",
             *COMMANDS,
         ],
         port_option="--tls-port",
     )
+
+
+@pytest.fixture
+def secured(tmp_path: Path, certs: dict[str, Path]):
+    """The TLS-only server with the ``parity`` user, and the settings that reach it."""
+    server = tls_acl_server(tmp_path, certs, PASSWORD, PREFIX)
     cfg = RedisConfig(
         port=server.port,
         key_prefix=PREFIX,
