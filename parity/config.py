@@ -109,12 +109,74 @@ class KafkaConfig(BaseSettings):
 
 
 class RegistryConfig(BaseSettings):
-    """A Confluent-compatible Schema Registry (Apicurio's ccompat API by default)."""
+    """A Confluent-compatible Schema Registry (Apicurio's ccompat API by default), plain or
+    behind TLS with an HTTP basic-auth login.
 
-    model_config = _settings("PARITY_REGISTRY_")
+    Every registry client takes these settings: ``schemas.registry`` (the tooling's client and
+    the confluent-kafka client's settings, used by the producer and the served-feature log)
+    and the job's decoder (``jobs.decode``, options of the JVM 'parity-avro' format).
+    """
+
+    # A failed check would otherwise print every input value, the password among them.
+    model_config = _settings("PARITY_REGISTRY_") | SettingsConfigDict(hide_input_in_errors=True)
 
     url: str = "http://127.0.0.1:18081/apis/ccompat/v7"
     timeout_s: float = Field(default=5.0, gt=0)
+    # "user:password", sent as HTTP basic auth (Confluent's basic.auth.user.info); only over https,
+    # where nobody on the way can read it.
+    basic_auth_user_info: SecretStr | None = None
+    # The CA that signed the registry's (or its proxy's) certificate; the system's CAs when unset.
+    ca_file: Path | None = None
+    # A client certificate, for a proxy that asks for one; the key may sit in the certificate's file.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the registry is reached over https."""
+        return self.url.lower().startswith("https://")
+
+    @model_validator(mode="after")
+    def _login_and_files_need_https(self) -> RegistryConfig:
+        if not self.url.lower().startswith(("http://", "https://")):
+            raise ValueError(
+                f"PARITY_REGISTRY_URL={self.url!r} is not an http(s) URL; "
+                "e.g. https://registry.example:8443/apis/ccompat/v7"
+            )
+        if self.basic_auth_user_info is not None:
+            user, colon, password = self.basic_auth_user_info.get_secret_value().partition(":")
+            if not (user and colon and password):
+                raise ValueError(
+                    "PARITY_REGISTRY_BASIC_AUTH_USER_INFO must be <user>:<password>, both non-empty"
+                )
+        given = {
+            "BASIC_AUTH_USER_INFO": self.basic_auth_user_info is not None,
+            "CA_FILE": self.ca_file is not None,
+            "CERT_FILE": self.cert_file is not None,
+            "KEY_FILE": self.key_file is not None,
+        }
+        if not self.uses_tls and (named := [name for name, set_ in given.items() if set_]):
+            # A password over plain http would cross the network readable by anyone on the way.
+            raise ValueError(
+                f"PARITY_REGISTRY_{named[0]} is set but PARITY_REGISTRY_URL is not https; "
+                "reach the registry over TLS (https://...)"
+            )
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("PARITY_REGISTRY_KEY_FILE needs PARITY_REGISTRY_CERT_FILE")
+        # Checked here so a wrong path fails the command that reads the settings, not the
+        # first record a running job decodes.
+        files = {"CA_FILE": self.ca_file, "CERT_FILE": self.cert_file, "KEY_FILE": self.key_file}
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise ValueError(f"PARITY_REGISTRY_{name}: no file at {path}")
+        return self
+
+    @property
+    def basic_auth_user(self) -> str | None:
+        """The login's user name (never the password), for messages."""
+        if self.basic_auth_user_info is None:
+            return None
+        return self.basic_auth_user_info.get_secret_value().partition(":")[0]
 
 
 class RedisConfig(BaseSettings):

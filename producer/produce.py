@@ -41,6 +41,7 @@ from parity.kafka_security import explain, librdkafka_config
 from producer.config import ProducerConfig
 from producer.records import read_jsonl
 from schemas.avro import SchemaVersion, versions
+from schemas.registry import confluent_settings, connection_error, refused_login
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -158,6 +159,7 @@ def registry_client(registry: RegistryConfig) -> SchemaRegistryClient:
             "max.retries": 1,
             "retries.wait.ms": 200,
             "retries.max.wait.ms": 1000,
+            **confluent_settings(registry),
         }
     )
 
@@ -359,12 +361,11 @@ def _serialize(
     try:
         return serializer(event, ctx)
     except SchemaRegistryError as exc:
+        if exc.http_status_code in (401, 403):
+            raise refused_login(registry, exc.http_status_code) from exc
         raise _registry_refusal(exc, schema, topic) from exc
     except httpx.HTTPError as exc:
-        raise SchemaError(
-            f"schema registry unreachable at {registry.url}: {exc}; "
-            "start the local stack with `make up` or set PARITY_REGISTRY_URL."
-        ) from exc
+        raise connection_error(registry, exc) from exc
     except (TypeError, ValueError, AttributeError, SerializationError) as exc:
         raise InputError(
             f"event #{index} ({event.get('event_id', '?')}) cannot be written with "
