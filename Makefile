@@ -41,8 +41,12 @@ setup: $(STAMP) $(JOB_STAMP) ## create both environments and fetch the service b
 $(PARITY_JAR): jobs/jvm/pom.xml $(shell find jobs/jvm/src -type f) $(wildcard sinks/lua/*.lua)
 	mvn -q -B -f jobs/jvm/pom.xml package
 
+# Copied under a temporary name beside the target, then renamed: a job starting meanwhile sees
+# the old jar or the new one, never half a jar.
 jar: $(PARITY_JAR) $(JOB_STAMP) ## build the job's JVM decoder and Redis sink (jobs/jvm) and put them in PyFlink's lib/
-	cp $(PARITY_JAR) "$$($(JOB_PY) -c 'import os, pyflink; print(os.path.join(os.path.dirname(pyflink.__file__), "lib"))')/"
+	lib="$$($(JOB_PY) -c 'import os, pyflink; print(os.path.join(os.path.dirname(pyflink.__file__), "lib"))')" && \
+	cp $(PARITY_JAR) "$$lib/.parity-flink-avro.jar.tmp" && \
+	mv -f "$$lib/.parity-flink-avro.jar.tmp" "$$lib/$(notdir $(PARITY_JAR))"
 
 up: setup ## start the local stack (Kafka, registry, Redis, Flink); a no-op when it is up
 	$(PY) -m stack up

@@ -161,6 +161,7 @@ def decoded_source_statements(
         f"{FORMAT}.event-time-field": view.source.event_time_field,
         f"{FORMAT}.max-future": _millis(max_future),
         f"{FORMAT}.registry-timeout": _millis(registry_timeout),
+        **registry_access_options(registry),
     }
     options |= scan_options(
         bounded=bounded, start_timestamp_ms=start_timestamp_ms, start_offsets=start_offsets
@@ -198,6 +199,27 @@ def decoded_source_statements(
         f"FROM {quote(raw)}\nWHERE `dlq_reason` IS NOT NULL"
     )
     return DecodedSource((raw_ddl, good_view, dead_ddl), (insert,), raw, dead)
+
+
+def registry_access_options(registry: RegistryConfig) -> dict[str, str]:
+    """The decoder's login and TLS options for a secured registry (none for a plain one).
+
+    The login travels in the table's options, as Flink's own avro-confluent format takes it:
+    Flink prints the values of 'basic-auth' keys as ``******`` where it logs options, and
+    parity never logs its DDL. Files are made absolute: the task managers read them.
+    """
+    options: dict[str, str] = {}
+    if registry.basic_auth_user_info is not None:
+        options[f"{FORMAT}.basic-auth.user-info"] = registry.basic_auth_user_info.get_secret_value()
+    files = {
+        "ssl.ca-file": registry.ca_file,
+        "ssl.cert-file": registry.cert_file,
+        "ssl.key-file": registry.key_file,
+    }
+    for key, path in files.items():
+        if path is not None:
+            options[f"{FORMAT}.{key}"] = str(path.resolve())
+    return options
 
 
 def _with(options: dict[str, str]) -> str:

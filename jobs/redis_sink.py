@@ -20,7 +20,6 @@ from datetime import timedelta
 from features.definition import FeatureView
 from jobs.compiler import literal, quote
 from parity.config import FlinkJobConfig, RedisConfig
-from parity.errors import ConfigError
 from sinks import redis_layout as keys
 from sinks.redis_windows import layout_args
 
@@ -39,14 +38,10 @@ def sink_ddl(view: FeatureView, redis: RedisConfig, flink: FlinkJobConfig) -> li
     within a tick, ``LIVE_TICK_MS``); their newest event time moves the view's head
     watermark (``sinks.redis_layout.head_key``).
 
-    Raises:
-        ConfigError: a Redis setting the JVM sink does not support yet.
+    The login and TLS settings of ``redis`` travel as options: a password file by its path
+    (read by the sink at each connect), a password as 'redis.password', whose value Flink
+    prints as ``******`` where it logs options (never log these statements yourself).
     """
-    if redis.tls:
-        raise ConfigError(
-            "the JVM Redis sink does not speak TLS yet: set PARITY_FLINK_REDIS_SINK=python to write "
-            "through TLS with the Python writer"
-        )
     prefix = redis.key_prefix
     common = {
         "connector": "parity-redis",
@@ -75,6 +70,15 @@ def sink_ddl(view: FeatureView, redis: RedisConfig, flink: FlinkJobConfig) -> li
         # Flink hides values of keys containing "password" where it logs configuration;
         # a password file keeps it out of the statement as well.
         common["redis.password"] = redis.password.get_secret_value()
+    if redis.tls:
+        common["redis.tls"] = "true"
+        # Absolute: the task managers read them, from whatever directory they run in.
+        files = {
+            "redis.tls.ca-file": redis.tls_ca_file,
+            "redis.tls.cert-file": redis.tls_cert_file,
+            "redis.tls.key-file": redis.tls_key_file,
+        }
+        common |= {key: str(path.resolve()) for key, path in files.items() if path is not None}
     aggregates = [(quote(a.name), "BIGINT" if a.is_integer else "DOUBLE") for a in view.aggregations]
     tiles = [("entity", "STRING"), ("tile_start_ms", "BIGINT"), ("events", "BIGINT"), *aggregates]
     statements = [

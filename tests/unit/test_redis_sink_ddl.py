@@ -2,11 +2,8 @@
 
 import re
 
-import pytest
-
 from jobs.redis_sink import COMPLETENESS, LATE, LIVE, TILES, sink_ddl
 from parity.config import FlinkJobConfig, RedisConfig
-from parity.errors import ConfigError
 from sinks import redis_layout
 from sinks.redis_windows import layout_args
 from tests.unit.views import user_stats
@@ -61,9 +58,19 @@ def test_a_password_file_is_passed_by_path_and_no_password_otherwise(tmp_path):
     assert "redis.password" not in options(tables()[TILES])
 
 
-def test_tls_is_refused_naming_the_python_writer():
-    with pytest.raises(ConfigError, match="PARITY_FLINK_REDIS_SINK=python"):
-        sink_ddl(user_stats, RedisConfig(tls=True), FlinkJobConfig())
+def test_tls_settings_reach_the_sink_as_absolute_paths(tmp_path, monkeypatch):
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("-")
+    monkeypatch.chdir(tmp_path)
+    cfg = RedisConfig(tls=True, tls_ca_file="ca.pem", tls_cert_file="client.pem", tls_key_file="client.key")
+    for ddl in tables(cfg).values():
+        made = options(ddl)
+        assert made["redis.tls"] == "true"
+        assert made["redis.tls.ca-file"] == str(tmp_path / "ca.pem")
+        assert made["redis.tls.cert-file"] == str(tmp_path / "client.pem")
+        assert made["redis.tls.key-file"] == str(tmp_path / "client.key")
+    plain = options(tables()[TILES])
+    assert not any(key.startswith("redis.tls") for key in plain)
 
 
 def test_live_tiles_are_upserted_by_entity_and_tile_at_the_views_freshness():

@@ -42,13 +42,11 @@ final class ParityAvroDeserializationSchema implements DeserializationSchema<Row
 
     private final RowType rowType;
     private final TypeInformation<RowData> typeInfo;
-    private final String url;
+    private final RegistryAccess registry;
     private final String readerSchema;
     private final String keyField;
     private final String timeField;
     private final long maxFutureMillis;
-    private final Duration timeout;
-    private final Duration backoff;
     private final ConfluentAvroDecoder.Limits limits;
 
     private transient ConfluentAvroDecoder decoder;
@@ -61,30 +59,26 @@ final class ParityAvroDeserializationSchema implements DeserializationSchema<Row
     ParityAvroDeserializationSchema(
             RowType rowType,
             TypeInformation<RowData> typeInfo,
-            String url,
+            RegistryAccess registry,
             String readerSchema,
             String keyField,
             String timeField,
             Duration maxFuture,
-            Duration timeout,
-            Duration backoff,
             ConfluentAvroDecoder.Limits limits) {
         this.rowType = rowType;
         this.typeInfo = typeInfo;
-        this.url = url;
+        this.registry = registry;
         this.readerSchema = readerSchema;
         this.keyField = keyField;
         this.timeField = timeField;
         this.maxFutureMillis = maxFuture.toMillis();
-        this.timeout = timeout;
-        this.backoff = backoff;
         this.limits = limits;
     }
 
     @Override
     public void open(InitializationContext context) {
         Schema reader = RowBuilder.parse(readerSchema);
-        decoder = new ConfluentAvroDecoder(reader, SchemaRegistryCache.forUrl(url, timeout, backoff)::lookup, limits);
+        decoder = new ConfluentAvroDecoder(reader, SchemaRegistryCache.forAccess(registry)::lookup, limits);
         rows = new RowBuilder(reader, rowType);
         keyPos = keyField == null ? -1 : reader.getField(keyField).pos();
         timePos = timeField == null ? -1 : reader.getField(timeField).pos();

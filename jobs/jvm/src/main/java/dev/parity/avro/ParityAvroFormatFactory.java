@@ -52,7 +52,11 @@ public final class ParityAvroFormatFactory implements DeserializationFormatFacto
             ParityAvroOptions.REGISTRY_BACKOFF,
             ParityAvroOptions.MAX_RECORD_BYTES,
             ParityAvroOptions.MAX_LENGTH,
-            ParityAvroOptions.MAX_ITEMS);
+            ParityAvroOptions.MAX_ITEMS,
+            ParityAvroOptions.BASIC_AUTH_USER_INFO,
+            ParityAvroOptions.SSL_CA_FILE,
+            ParityAvroOptions.SSL_CERT_FILE,
+            ParityAvroOptions.SSL_KEY_FILE);
     }
 
     @Override
@@ -64,14 +68,25 @@ public final class ParityAvroFormatFactory implements DeserializationFormatFacto
         String keyField = options.getOptional(ParityAvroOptions.KEY_FIELD).orElse(null);
         String timeField = options.getOptional(ParityAvroOptions.EVENT_TIME_FIELD).orElse(null);
         Duration maxFuture = options.get(ParityAvroOptions.MAX_FUTURE);
-        Duration timeout = options.get(ParityAvroOptions.REGISTRY_TIMEOUT);
-        Duration backoff = options.get(ParityAvroOptions.REGISTRY_BACKOFF);
+        RegistryAccess registry = access(url, options);
         ConfluentAvroDecoder.Limits limits = new ConfluentAvroDecoder.Limits(
             bound(ParityAvroOptions.MAX_RECORD_BYTES, options.get(ParityAvroOptions.MAX_RECORD_BYTES).getBytes()),
             bound(ParityAvroOptions.MAX_LENGTH, options.get(ParityAvroOptions.MAX_LENGTH).getBytes()),
             bound(ParityAvroOptions.MAX_ITEMS, options.get(ParityAvroOptions.MAX_ITEMS)));
-        // Fail at planning time, not in the task, when the schema or the columns do not fit.
+        // Fail at planning time, not in the task, when the schema or the columns do not fit, or
+        // when the registry refuses the login or its certificate.
         RowBuilder.check(schema, keyField, timeField);
+        if (registry.secured()) {
+            String refusal;
+            try {
+                refusal = SchemaRegistryCache.forAccess(registry).refusal();
+            } catch (IllegalArgumentException e) {
+                throw new ValidationException(IDENTIFIER + ": " + e.getMessage(), e);
+            }
+            if (refusal != null) {
+                throw new ValidationException(IDENTIFIER + ": " + refusal);
+            }
+        }
         return new DecodingFormat<>() {
             @Override
             public DeserializationSchema<RowData> createRuntimeDecoder(
@@ -80,7 +95,7 @@ public final class ParityAvroFormatFactory implements DeserializationFormatFacto
                 RowBuilder.check(schema, rowType);
                 TypeInformation<RowData> typeInfo = ctx.createTypeInformation(physicalDataType);
                 return new ParityAvroDeserializationSchema(
-                    rowType, typeInfo, url, schema, keyField, timeField, maxFuture, timeout, backoff, limits);
+                    rowType, typeInfo, registry, schema, keyField, timeField, maxFuture, limits);
             }
 
             @Override
@@ -88,6 +103,26 @@ public final class ParityAvroFormatFactory implements DeserializationFormatFacto
                 return ChangelogMode.insertOnly();
             }
         };
+    }
+
+    /** The registry's URL and timeouts, and its login and TLS files when the table names them. */
+    private static RegistryAccess access(String url, ReadableConfig options) {
+        String userInfo = options.getOptional(ParityAvroOptions.BASIC_AUTH_USER_INFO).orElse(null);
+        String caFile = options.getOptional(ParityAvroOptions.SSL_CA_FILE).orElse(null);
+        String certFile = options.getOptional(ParityAvroOptions.SSL_CERT_FILE).orElse(null);
+        String keyFile = options.getOptional(ParityAvroOptions.SSL_KEY_FILE).orElse(null);
+        boolean https = url.regionMatches(true, 0, "https://", 0, 8);
+        if (!https && (userInfo != null || caFile != null || certFile != null || keyFile != null)) {
+            // A password over plain http would be readable by anyone on the way.
+            throw new ValidationException(IDENTIFIER + ": the registry's login and TLS files need an https "
+                + "'url', got " + url + "; set PARITY_REGISTRY_URL=https://...");
+        }
+        try {
+            return new RegistryAccess(url, options.get(ParityAvroOptions.REGISTRY_TIMEOUT),
+                options.get(ParityAvroOptions.REGISTRY_BACKOFF), userInfo, caFile, certFile, keyFile);
+        } catch (IllegalArgumentException e) {
+            throw new ValidationException(IDENTIFIER + ": " + e.getMessage());
+        }
     }
 
     /** A bound must be positive and fit a Java array. */

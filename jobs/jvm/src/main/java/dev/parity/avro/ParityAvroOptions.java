@@ -16,6 +16,27 @@ public final class ParityAvroOptions {
         .noDefaultValue()
         .withDescription("Confluent-compatible schema registry URL; writer schemas are fetched by id.");
 
+    public static final ConfigOption<String> BASIC_AUTH_USER_INFO = ConfigOptions.key("basic-auth.user-info")
+        .stringType()
+        .noDefaultValue()
+        .withDescription("user:password of the registry's HTTP basic auth (PARITY_REGISTRY_BASIC_AUTH_USER_INFO); "
+            + "Flink hides values of 'basic-auth' keys where it logs configuration.");
+
+    public static final ConfigOption<String> SSL_CA_FILE = ConfigOptions.key("ssl.ca-file")
+        .stringType()
+        .noDefaultValue()
+        .withDescription("PEM file of the CA that signed the registry's certificate; the JVM's CAs when unset.");
+
+    public static final ConfigOption<String> SSL_CERT_FILE = ConfigOptions.key("ssl.cert-file")
+        .stringType()
+        .noDefaultValue()
+        .withDescription("PEM client certificate, for a registry (proxy) that asks for one.");
+
+    public static final ConfigOption<String> SSL_KEY_FILE = ConfigOptions.key("ssl.key-file")
+        .stringType()
+        .noDefaultValue()
+        .withDescription("The client certificate's unencrypted PKCS#8 PEM key; the certificate's file when unset.");
+
     public static final ConfigOption<String> SCHEMA = ConfigOptions.key("schema")
         .stringType()
         .noDefaultValue()

@@ -3,6 +3,9 @@ package dev.parity.avro;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 
+import dev.parity.tls.PemTls;
+
+import javax.net.ssl.SSLHandshakeException;
 import java.io.IOException;
 import java.net.URI;
 import java.net.http.HttpClient;
@@ -26,6 +29,11 @@ import java.util.concurrent.ConcurrentHashMap;
  *   <li>an id the registry does not know (404) is remembered as unknown for {@code backoff}, so a
  *       burst of records with a bogus id costs one request.</li>
  * </ol>
+ *
+ * <p>A secured registry ({@link RegistryAccess}: https with a CA file, a basic-auth login, a client
+ * certificate) is reached the same way; a refused login (401, 403) or an untrusted certificate is a
+ * failed request whose detail names the setting to fix. {@link #refusal} asks once, at planning, so
+ * that such a job fails to start instead of dead-lettering every record.
  */
 final class SchemaRegistryCache {
 
@@ -34,9 +42,10 @@ final class SchemaRegistryCache {
         enum Status { FOUND, UNKNOWN, UNAVAILABLE }
     }
 
-    private static final Map<String, SchemaRegistryCache> BY_URL = new ConcurrentHashMap<>();
+    private static final Map<RegistryAccess, SchemaRegistryCache> BY_ACCESS = new ConcurrentHashMap<>();
     private static final ObjectMapper JSON = new ObjectMapper();
 
+    private final RegistryAccess access;
     private final String baseUrl;
     private final Duration timeout;
     private final long backoffMillis;
@@ -46,16 +55,60 @@ final class SchemaRegistryCache {
     private volatile long unavailableUntil;
     private volatile String lastFailure = "";
 
-    private SchemaRegistryCache(String baseUrl, Duration timeout, Duration backoff) {
-        this.baseUrl = baseUrl.endsWith("/") ? baseUrl.substring(0, baseUrl.length() - 1) : baseUrl;
-        this.timeout = timeout;
-        this.backoffMillis = backoff.toMillis();
-        this.http = HttpClient.newBuilder().connectTimeout(timeout).build();
+    private SchemaRegistryCache(RegistryAccess access) {
+        String url = access.url();
+        this.access = access;
+        this.baseUrl = url.endsWith("/") ? url.substring(0, url.length() - 1) : url;
+        this.timeout = access.timeout();
+        this.backoffMillis = access.backoff().toMillis();
+        HttpClient.Builder builder = HttpClient.newBuilder().connectTimeout(timeout);
+        if (access.secured()) {
+            builder.sslContext(PemTls.context(access.caFile(), access.certFile(), access.keyFile(),
+                RegistryAccess.PREFIX));
+        }
+        this.http = builder.build();
     }
 
-    /** The shared cache of one registry (settings of the first caller win). */
-    static SchemaRegistryCache forUrl(String url, Duration timeout, Duration backoff) {
-        return BY_URL.computeIfAbsent(url, u -> new SchemaRegistryCache(u, timeout, backoff));
+    /** The shared cache of one registry reached one way (the settings of the first caller win). */
+    static SchemaRegistryCache forAccess(RegistryAccess access) {
+        return BY_ACCESS.computeIfAbsent(access, SchemaRegistryCache::new);
+    }
+
+    /**
+     * Why this registry refuses us, asked once with {@code GET /subjects}: a refused login or an
+     * untrusted certificate, with the setting to fix; null when it answers, or when it does not
+     * answer at all (a registry that is down is not a wrong setting: ids seen before still decode).
+     */
+    String refusal() {
+        try {
+            HttpResponse<Void> response = http.send(request("/subjects"), HttpResponse.BodyHandlers.discarding());
+            int status = response.statusCode();
+            return status == 401 || status == 403 ? access.refusedLogin(status) : null;
+        } catch (SSLHandshakeException e) {
+            return untrusted(e);
+        } catch (IOException e) {
+            return null;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return null;
+        }
+    }
+
+    private HttpRequest request(String path) {
+        HttpRequest.Builder request = HttpRequest.newBuilder(URI.create(baseUrl + path))
+            .timeout(timeout)
+            .header("Accept", "application/vnd.schemaregistry.v1+json, application/json")
+            .GET();
+        String authorization = access.authorization();
+        if (authorization != null) {
+            request.header("Authorization", authorization);
+        }
+        return request.build();
+    }
+
+    private String untrusted(SSLHandshakeException e) {
+        return "the TLS handshake with the schema registry at " + baseUrl + " failed (" + e.getMessage()
+            + "); check " + RegistryAccess.PREFIX + "CA_FILE";
     }
 
     Lookup lookup(int id) {
@@ -80,14 +133,11 @@ final class SchemaRegistryCache {
         if (cached != null) {
             return new Lookup(Lookup.Status.FOUND, cached, "");
         }
-        HttpRequest request = HttpRequest.newBuilder(URI.create(baseUrl + "/schemas/ids/" + id))
-            .timeout(timeout)
-            .header("Accept", "application/vnd.schemaregistry.v1+json, application/json")
-            .GET()
-            .build();
         HttpResponse<String> response;
         try {
-            response = http.send(request, HttpResponse.BodyHandlers.ofString());
+            response = http.send(request("/schemas/ids/" + id), HttpResponse.BodyHandlers.ofString());
+        } catch (SSLHandshakeException e) {
+            return unavailable(id, untrusted(e));
         } catch (IOException e) {
             return unavailable(id, e.getClass().getSimpleName() + ": " + e.getMessage());
         } catch (InterruptedException e) {
@@ -98,6 +148,9 @@ final class SchemaRegistryCache {
         if (status == 404) {
             unknownUntil.put(id, System.currentTimeMillis() + backoffMillis);
             return new Lookup(Lookup.Status.UNKNOWN, null, "schema id " + id + " is not in the registry (404)");
+        }
+        if (status == 401 || status == 403) {
+            return unavailable(id, access.refusedLogin(status));
         }
         if (status != 200) {
             return unavailable(id, "HTTP " + status + " from " + baseUrl);

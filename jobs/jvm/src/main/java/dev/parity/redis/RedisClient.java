@@ -1,5 +1,6 @@
 package dev.parity.redis;
 
+import dev.parity.tls.PemTls;
 import org.apache.flink.metrics.Counter;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -11,6 +12,9 @@ import redis.clients.jedis.exceptions.JedisAccessControlException;
 import redis.clients.jedis.exceptions.JedisConnectionException;
 import redis.clients.jedis.exceptions.JedisNoScriptException;
 
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLException;
+import javax.net.ssl.SSLParameters;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -26,7 +30,11 @@ import java.util.Map;
  * retried whole on a new connection, waiting 0.1 s doubling to 2 s, until the retry budget
  * (counted from the first failure, attempts included) is spent; then the error goes up and the
  * job restarts from its checkpoint. Only idempotent writes go through here: each caller says why
- * its write is one. A refused login or a script error would fail the same way again: never retried.
+ * its write is one. A refused login, a refused TLS handshake or a script error would fail the same
+ * way again: never retried.
+ *
+ * <p>Over TLS ({@code redis.tls}) the server's certificate must chain to {@code redis.tls.ca-file}
+ * (the JVM's CAs without one) and name {@code redis.host}, as the Python clients check it.
  */
 final class RedisClient implements AutoCloseable {
 
@@ -45,6 +53,7 @@ final class RedisClient implements AutoCloseable {
     private final Counter retries;
     private final Counter errors;
     private Jedis jedis;
+    private SSLContext tls;
     private final Map<String, String> shas = new HashMap<>();
 
     RedisClient(RedisSinkSettings settings, Counter retries, Counter errors, String... scripts) {
@@ -78,6 +87,11 @@ final class RedisClient implements AutoCloseable {
                 errors.inc();
                 throw failed(what, e);
             } catch (JedisConnectionException e) {
+                if (tlsRefused(e)) {
+                    drop();
+                    errors.inc();
+                    throw failed(what, e);
+                }
                 drop();
                 long now = System.currentTimeMillis();
                 began = began < 0 ? now : began;
@@ -107,6 +121,9 @@ final class RedisClient implements AutoCloseable {
             if (settings.password != null || settings.passwordFile != null) {
                 config.credentialsProvider(() -> new DefaultRedisCredentials(settings.username, password()));
             }
+            if (settings.tls) {
+                config.ssl(true).sslSocketFactory(tlsContext().getSocketFactory()).sslParameters(checkHostName());
+            }
             Jedis fresh = new Jedis(new HostAndPort(settings.host, settings.port), config.build());
             try {
                 for (String name : scripts) {
@@ -119,6 +136,35 @@ final class RedisClient implements AutoCloseable {
             jedis = fresh;
         }
         return jedis;
+    }
+
+    /**
+     * Built once per client: reading the PEM files again on every reconnect buys nothing. A file that
+     * cannot be read throws an IllegalArgumentException naming its setting, which {@link #call} does
+     * not retry.
+     */
+    private SSLContext tlsContext() {
+        if (tls == null) {
+            tls = PemTls.context(settings.tlsCaFile, settings.tlsCertFile, settings.tlsKeyFile, "PARITY_REDIS_TLS_");
+        }
+        return tls;
+    }
+
+    /** The server's certificate must name the host connected to, as an HTTPS client checks it. */
+    static SSLParameters checkHostName() {
+        SSLParameters parameters = new SSLParameters();
+        parameters.setEndpointIdentificationAlgorithm("HTTPS");
+        return parameters;
+    }
+
+    /** Whether a connection failed in the TLS handshake (untrusted or misnamed certificate). */
+    static boolean tlsRefused(Throwable e) {
+        for (Throwable cause = e; cause != null; cause = cause.getCause()) {
+            if (cause instanceof SSLException) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private String password() {
@@ -150,6 +196,15 @@ final class RedisClient implements AutoCloseable {
             }
             return text + ": Redis refused " + user + "; check PARITY_REDIS_USERNAME and PARITY_REDIS_PASSWORD"
                 + " (or PARITY_REDIS_PASSWORD_FILE)";
+        }
+        if (tlsRefused(e)) {
+            Throwable cause = e;
+            while (cause.getCause() != null) {
+                cause = cause.getCause();
+            }
+            return "the TLS handshake with Redis at " + settings.address() + " failed (" + cause.getMessage()
+                + "); check PARITY_REDIS_TLS_CA_FILE (the CA that signed the server's certificate, which must "
+                + "name PARITY_REDIS_HOST)";
         }
         return "Redis at " + settings.address() + ": " + text;
     }

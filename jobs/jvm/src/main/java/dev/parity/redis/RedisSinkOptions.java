@@ -29,6 +29,15 @@ public final class RedisSinkOptions {
         .withDescription("Flink hides the values of keys containing 'password' in the configuration it logs.");
     public static final ConfigOption<String> PASSWORD_FILE = ConfigOptions.key("redis.password-file").stringType()
         .noDefaultValue().withDescription("Read on every connect, so a rotated password reaches new connections.");
+    public static final ConfigOption<Boolean> TLS = ConfigOptions.key("redis.tls").booleanType().defaultValue(false)
+        .withDescription("Connect over TLS, checking that the server's certificate names 'redis.host' (PARITY_REDIS_TLS).");
+    public static final ConfigOption<String> TLS_CA_FILE = ConfigOptions.key("redis.tls.ca-file").stringType()
+        .noDefaultValue().withDescription("PEM CA of the server's certificate; the JVM's CAs when unset.");
+    public static final ConfigOption<String> TLS_CERT_FILE = ConfigOptions.key("redis.tls.cert-file").stringType()
+        .noDefaultValue().withDescription("PEM client certificate, for a server with tls-auth-clients.");
+    public static final ConfigOption<String> TLS_KEY_FILE = ConfigOptions.key("redis.tls.key-file").stringType()
+        .noDefaultValue().withDescription("The client certificate's unencrypted PKCS#8 PEM key; the certificate's "
+            + "file when unset.");
     public static final ConfigOption<Duration> SOCKET_TIMEOUT = ConfigOptions.key("redis.socket-timeout")
         .durationType().defaultValue(Duration.ofMillis(500));
     public static final ConfigOption<Duration> RETRY_BUDGET = ConfigOptions.key("redis.write-retry")

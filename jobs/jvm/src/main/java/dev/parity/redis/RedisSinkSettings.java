@@ -23,6 +23,10 @@ public final class RedisSinkSettings implements Serializable {
     final String username;
     final String password;
     final String passwordFile;
+    final boolean tls;
+    final String tlsCaFile;
+    final String tlsCertFile;
+    final String tlsKeyFile;
     final int socketTimeoutMs;
     final long retryBudgetMs;
     final String tilesHead;
@@ -56,6 +60,18 @@ public final class RedisSinkSettings implements Serializable {
         username = options.getOptional(RedisSinkOptions.USERNAME).orElse(null);
         password = options.getOptional(RedisSinkOptions.PASSWORD).orElse(null);
         passwordFile = options.getOptional(RedisSinkOptions.PASSWORD_FILE).orElse(null);
+        tls = options.get(RedisSinkOptions.TLS);
+        tlsCaFile = options.getOptional(RedisSinkOptions.TLS_CA_FILE).orElse(null);
+        tlsCertFile = options.getOptional(RedisSinkOptions.TLS_CERT_FILE).orElse(null);
+        tlsKeyFile = options.getOptional(RedisSinkOptions.TLS_KEY_FILE).orElse(null);
+        if (!tls && (tlsCaFile != null || tlsCertFile != null || tlsKeyFile != null)) {
+            throw new ValidationException("'parity-redis' has TLS files but 'redis.tls' is false; "
+                + "set PARITY_REDIS_TLS=true");
+        }
+        if (tlsKeyFile != null && tlsCertFile == null) {
+            throw new ValidationException("'parity-redis' option 'redis.tls.key-file' needs 'redis.tls.cert-file' "
+                + "(PARITY_REDIS_TLS_CERT_FILE)");
+        }
         socketTimeoutMs = (int) options.get(RedisSinkOptions.SOCKET_TIMEOUT).toMillis();
         retryBudgetMs = options.get(RedisSinkOptions.RETRY_BUDGET).toMillis();
         tilesHead = options.getOptional(RedisSinkOptions.KEY_TILES).orElse(null);

@@ -31,8 +31,8 @@ class ParityAvroDeserializationSchemaTest {
             new String[] {"name", RowBuilder.REASON, RowBuilder.DETAIL, RowBuilder.SCHEMA_ID, RowBuilder.VALUE});
         // The registry is never asked: the size is checked first.
         ParityAvroDeserializationSchema schema = new ParityAvroDeserializationSchema(
-            rowType, null, "http://127.0.0.1:9", ConfluentAvroDecoderTest.READER.toString(), null, null,
-            Duration.ofDays(1), Duration.ofSeconds(1), Duration.ofSeconds(1), ConfluentAvroDecoderTest.LIMITS);
+            rowType, null, RegistryAccess.plain("http://127.0.0.1:9", Duration.ofSeconds(1), Duration.ofSeconds(1)),
+            ConfluentAvroDecoderTest.READER.toString(), null, null, Duration.ofDays(1), ConfluentAvroDecoderTest.LIMITS);
         schema.open(new DeserializationSchema.InitializationContext() {
             @Override
             public MetricGroup getMetricGroup() {
