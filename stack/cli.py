@@ -1,7 +1,7 @@
 """python -m stack {fetch,up,down,status} [--only kafka,registry,redis,flink,...] [--json]
 
 Without --only, a command acts on the default services. Optional services
-(s3, iceberg-rest) run only when named: `python -m stack up --only s3,iceberg-rest`.
+(s3, iceberg-rest, registry-tls) run only when named: `python -m stack up --only s3,iceberg-rest`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from parity.errors import StackError, run_command
-from stack import flink, iceberg_rest, kafka, prometheus, redis, registry, s3
+from stack import flink, iceberg_rest, kafka, prometheus, redis, registry, registry_tls, s3
 from stack.config import StackConfig
 from stack.fetch import fetch
 from stack.status import Info
@@ -33,9 +33,10 @@ class Service:
 SERVICES: tuple[Service, ...] = tuple(
     Service(m.NAME, m.start, m.stop, m.is_up, m.info) for m in (kafka, registry, redis, flink, prometheus)
 )
-# Run only when named with --only (the S3 server before the catalog that writes to it).
+# Run only when named with --only (the S3 server before the catalog that writes to it; the
+# registry's TLS proxy in front of the default registry).
 OPTIONAL: tuple[Service, ...] = tuple(
-    Service(m.NAME, m.start, m.stop, m.is_up, m.info) for m in (s3, iceberg_rest)
+    Service(m.NAME, m.start, m.stop, m.is_up, m.info) for m in (s3, iceberg_rest, registry_tls)
 )
 NAMES = tuple(s.name for s in SERVICES + OPTIONAL)
 

@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from parity.errors import StackError
@@ -223,12 +223,24 @@ def install_flink_jars(cfg: StackConfig, arts: Artifacts) -> Path:
     return lib
 
 
-def missing_packages(arts: Artifacts) -> list[str]:
-    return sorted({pkg for binary, pkg in arts.debian.items() if shutil.which(binary) is None})
+def missing_packages(arts: Artifacts, also: Mapping[str, str] | None = None) -> list[str]:
+    """Packages of ``arts.debian`` and ``also`` (binary -> package) whose binary is missing.
+
+    Binaries of ``also`` are looked for in /usr/sbin too: daemons such as nginx live there,
+    often off a user's PATH.
+    """
+    missing = {pkg for binary, pkg in arts.debian.items() if shutil.which(binary) is None}
+    missing |= {
+        pkg
+        for binary, pkg in (also or {}).items()
+        if shutil.which(binary) is None and not (Path("/usr/sbin") / binary).exists()
+    }
+    return sorted(missing)
 
 
-def install_packages(arts: Artifacts) -> None:
-    packages = missing_packages(arts)
+def install_packages(arts: Artifacts, also: Mapping[str, str] | None = None) -> None:
+    """apt-get install (as root) the packages of ``arts.debian`` and ``also`` whose binary is missing."""
+    packages = missing_packages(arts, also)
     if not packages:
         return
     command = f"apt-get update && apt-get install -y {' '.join(packages)}"
@@ -249,7 +261,8 @@ def fetch(cfg: StackConfig, only: Iterable[str] | None = None) -> None:
     """Everything the selected services need (all when only is None)."""
     wanted = set(only) if only is not None else {"kafka", "registry", "redis", "flink"}
     arts = load()
-    install_packages(arts)
+    # nginx only for the optional registry proxy: nobody else needs a web server installed.
+    install_packages(arts, {"nginx": "nginx"} if "registry-tls" in wanted else None)
     if "kafka" in wanted:
         fetch_kafka(cfg, arts)
     if "registry" in wanted:
