@@ -7,8 +7,9 @@ tiles not closed yet and the head. Offline, the tiles table holds closed tiles
 only, up to ``C``: the newest closed period end in the progress table. So for a
 view with a ``freshness`` (live tiles), offline reads take
 
-- the tiles of periods ending at or before ``C`` from the tiles table,
-- the tiles of periods starting at or after ``C`` from the raw archive, and
+- the tiles the tiles table holds (only closed tiles reach it, and one past
+  ``C`` is closed too: the progress table commits separately and may trail),
+- the tiles of periods from ``C`` on that it lacks, from the raw archive, and
 - the head, ``[floor(t), t)``, from the raw archive, per row,
 
 aggregated here column-wise with the view's filters (``features.predicate``),

@@ -94,7 +94,9 @@ def get_historical_features(
         cfg: the offline store; ``IcebergConfig()`` by default.
         views: the views that may be read; every view in ``features/`` by default.
         timestamp_column: the column holding each row's time.
-        snapshot_ids: pin a view's tiles table to a snapshot (by view name).
+        snapshot_ids: pin a view's tiles table to a snapshot (by view name),
+            and its raw archive (by ``<view>:raw``); the result's
+            ``snapshot_ids`` and ``raw_snapshot_ids`` reproduce a read.
         tiles: already loaded tiles by view name (skips reading Iceberg).
         raw: already loaded raw-archive events by view name, for the heads of
             views given in ``tiles``; views read from Iceberg read their archive.
@@ -123,7 +125,7 @@ def get_historical_features(
             if raw is not None and name in raw:
                 events = head.prepare(view, raw[name])
             elif loaded.archive is not None:
-                archive, raw_snapshots[name] = loaded.archive(*span)
+                archive, raw_snapshots[name] = loaded.archive(*span, (snapshot_ids or {}).get(f"{name}:raw"))
                 events = head.prepare(view, archive)
             else:
                 raise ReadError(
@@ -183,7 +185,7 @@ def view_columns(
     end = (times - np.mod(times, tile_ms)) // tile_ms  # window end as a tile index
     tiles = loaded.to_arrow()
     if events is not None:
-        tiles = _with_open_tiles(tiles, events, loaded.closed_through_ms, tile_ms)
+        tiles = _with_open_tiles(tiles, events, loaded.closed_through_ms)
     join_key = view.entity.join_key
     if tiles.num_rows:
         tiles = tiles.sort_by([(join_key, "ascending"), ("tile_start", "ascending")])
@@ -239,16 +241,16 @@ def view_columns(
     return out
 
 
-def _with_open_tiles(
-    tiles: pa.Table, events: head.RawEvents, closed_ms: int | None, tile_ms: int
-) -> pa.Table:
-    """Closed tiles up to ``closed_ms``, then the raw archive's tiles of every period after it."""
-    if closed_ms is None:
-        tiles = tiles.slice(0, 0)
-    else:
-        tiles = tiles.filter(pc.less_equal(pc.add(tiles.column("tile_start"), tile_ms), closed_ms))
+def _with_open_tiles(tiles: pa.Table, events: head.RawEvents, closed_ms: int | None) -> pa.Table:
+    """The tiles table, and the raw archive's tiles of the periods from ``closed_ms`` on that it lacks.
+
+    Only closed tiles reach the table, so a tile it holds is final even past
+    ``closed_ms`` (the progress table commits separately and may trail it).
+    """
     derived = head.open_tiles(events, closed_ms).cast(tiles.schema)
-    return pa.concat_tables([tiles, derived])
+    keys = [events.view.entity.join_key, "tile_start"]
+    missing = derived.join(tiles.select(keys), keys=keys, join_type="left anti")
+    return pa.concat_tables([tiles, missing.select(tiles.column_names).cast(tiles.schema)])
 
 
 def _merge(kind: AggKind, integer: bool, column: pa.ChunkedArray, lower: _I64, upper: _I64) -> Partial:

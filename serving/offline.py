@@ -54,9 +54,10 @@ class OfflineTiles:
     # When the pinned snapshot was committed (None: the current one was read); the raw
     # archive is read as it stood then.
     committed_ms: int | None = None
-    # Reads the raw archive's events of [low, high) for heads, and the snapshot read;
-    # load_tiles sets it. Without it, heads need their events handed in (raw=).
-    archive: Callable[[int, int], tuple[pa.Table, int | None]] | None = None
+    # Reads the raw archive's events of [low, high) for heads, at a snapshot if one is
+    # given, and returns the snapshot read; load_tiles sets it. Without it, heads need
+    # their events handed in (raw=).
+    archive: Callable[[int, int, int | None], tuple[pa.Table, int | None]] | None = None
 
     @property
     def closed_through_ms(self) -> int | None:
@@ -108,7 +109,7 @@ def load_tiles(cfg: IcebergConfig, view: FeatureView, snapshot_id: int | None = 
     result = OfflineTiles(view, snapshot.snapshot_id if snapshot else None)
     if snapshot_id and snapshot is not None:
         result.committed_ms = snapshot.timestamp_ms
-    result.archive = lambda low_ms, high_ms: load_raw(cfg, view, low_ms, high_ms, result)
+    result.archive = lambda low_ms, high_ms, pin: load_raw(cfg, view, low_ms, high_ms, result, pin)
     if snapshot is None:
         result.arrow = result.to_arrow()
         return result
@@ -137,15 +138,31 @@ def load_tiles(cfg: IcebergConfig, view: FeatureView, snapshot_id: int | None = 
 
 
 def load_raw(
-    cfg: IcebergConfig, view: FeatureView, low_ms: int, high_ms: int, tiles: OfflineTiles
+    cfg: IcebergConfig,
+    view: FeatureView,
+    low_ms: int,
+    high_ms: int,
+    tiles: OfflineTiles,
+    snapshot_id: int | None = None,
 ) -> tuple[pa.Table, int | None]:
     """The archived events of ``[low, high)`` that heads need, and the archive snapshot read.
 
-    The snapshot is the current one, or with tiles pinned to a snapshot, the
-    archive's newest snapshot committed by then: the same pin reads the same events.
+    The snapshot is ``snapshot_id``; else the current one, or with tiles pinned
+    to a snapshot, the archive's newest snapshot committed by then. The job
+    commits the archive and the tiles separately at each checkpoint, so that
+    one may trail the tiles' by a checkpoint: pass both ids back to reproduce
+    a read exactly.
+
+    Raises:
+        ReadError: no archive table, or no snapshot ``snapshot_id``.
     """
     (archive,) = _open(cfg, view, iceberg.raw_table(view))
-    snapshot = _snapshot_as_of(archive, tiles.committed_ms)
+    if snapshot_id is not None:
+        snapshot = archive.snapshot_by_id(snapshot_id)
+        if snapshot is None:
+            raise ReadError(f"{iceberg.raw_table(view)} has no snapshot {snapshot_id}")
+    else:
+        snapshot = _snapshot_as_of(archive, tiles.committed_ms)
     columns = head.needed_columns(view)
     if snapshot is None:
         empty = pa.schema([(name, _arrow_type(archive, name)) for name in columns])

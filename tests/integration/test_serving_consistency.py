@@ -148,7 +148,10 @@ def test_online_at_t_equals_historical_at_t_status_included(isolated):
                 offline = (table[ref][i].as_py(), table[f"{ref}:status"][i].as_py())
                 assert (online[ref].value, online[ref].status.value) == offline, (user, t, ref)
                 statuses.add(offline[1])
-            assert online[FEATURES[0]].window_end == table["user_stats:window_end"][i].as_py()
+            # A past as_of reads online tile-aligned and says so; offline covers [end - W, t), whose
+            # head is empty here (no raw events were archived), so the values agree.
+            assert online[FEATURES[0]].window_end == from_ms(to_ms(t) - to_ms(t) % HOUR)
+            assert table["user_stats:window_end"][i].as_py() == from_ms(to_ms(t))
     finally:
         store.close()
     assert statuses == {"present", "missing", "stale"}
@@ -263,6 +266,42 @@ def test_a_pinned_snapshot_ignores_later_commits(isolated):
     assert pinned.snapshot_ids["user_stats"] == first != current.snapshot_ids["user_stats"]
     assert pinned.table["user_stats:impressions_1d"].to_pylist() == [1]
     assert current.table["user_stats:impressions_1d"].to_pylist() == [8]
+
+
+def test_a_head_is_read_from_the_archive_and_both_pins_reproduce_it(isolated):
+    """A read inside an hour takes the raw archive's events of it; the two returned ids pin both tables."""
+    start = to_ms(T0)
+    seed(isolated, [TileRow("u", start, start + HOUR, 1, (1, 0, 0))], closed_hours=2)
+    archive = iceberg.open_catalog(isolated.iceberg).load_table(
+        f"{isolated.iceberg.namespace}.{iceberg.raw_table(user_stats)}"
+    )
+
+    def archived(minute: int, kind: str) -> None:
+        event = {field.name: None for field in archive.schema().fields}
+        event |= {"event_id": f"e{minute}", "user_id": "u", "ad_id": "a", "campaign_id": "c", "country": "DE"}
+        event |= {"event_type": kind, "cost": 0.1}
+        event["event_time"] = T0 + timedelta(hours=2, minutes=minute)
+        archive.append(pa.Table.from_pylist([event], schema=archive.schema().as_arrow()))
+
+    at = pa.array([T0 + timedelta(hours=2, minutes=30)], pa.timestamp("ms", tz="UTC"))
+    frame = pa.table({"user_id": ["u"], "event_timestamp": at})
+    features = ["user_stats:impressions_1d", "user_stats:clicks_1d"]
+    archived(10, "impression")
+    archived(40, "click")  # after t: never in the read at 02:30
+    first = get_historical_features(frame, features, cfg=isolated.iceberg)
+    assert [first.table[f].to_pylist() for f in features] == [[2], [0]]
+    assert first.table["user_stats:window_end"].to_pylist() == at.to_pylist()
+
+    archived(20, "click")  # archived later, inside the head
+    current = get_historical_features(frame, features, cfg=isolated.iceberg)
+    assert [current.table[f].to_pylist() for f in features] == [[2], [1]]
+    pins = {
+        "user_stats": first.snapshot_ids["user_stats"],
+        "user_stats:raw": first.raw_snapshot_ids["user_stats"],
+    }
+    again = get_historical_features(frame, features, cfg=isolated.iceberg, snapshot_ids=pins)
+    assert [again.table[f].to_pylist() for f in features] == [[2], [0]]
+    assert again.raw_snapshot_ids == first.raw_snapshot_ids != current.raw_snapshot_ids
 
 
 def _skew(monkeypatch, iso, capsys, *extra: str) -> tuple[int, dict]:

@@ -36,7 +36,7 @@ def offline() -> OfflineTiles:
     }
     loaded = OfflineTiles(user_stats, 7, by_entity, [to_ms(T0) + (h + 1) * HOUR for h in range(48)])
     # An archive with no events past the closed tiles: the head and the open periods are empty.
-    loaded.archive = lambda low, high: (pa.table({c: pa.array([], pa.string()) for c in needed}), None)
+    loaded.archive = lambda low, high, pin: (pa.table({c: pa.array([], pa.string()) for c in needed}), None)
     return loaded
 
 

@@ -196,8 +196,8 @@ def test_with_no_closed_period_every_tile_comes_from_the_archive():
         assert result["user_stats:clicks_7d"][i].as_py() == (0 if clicks is None else clicks)
 
 
-def test_closed_tiles_win_over_the_archive_up_to_c_and_late_events_count_after_it():
-    """Closed tiles are read up to C and the archive after it.
+def test_closed_tiles_win_over_the_archive_and_late_events_count_in_the_head():
+    """The table's tiles are read as they are, and the archive fills in what they lack from C on.
 
     A late event the job left out of a closed tile stays out; in the head it counts (the replay rule).
     """
@@ -206,8 +206,8 @@ def test_closed_tiles_win_over_the_archive_up_to_c_and_late_events_count_after_i
     kept = {"user_id": "u", "event_time": T0 + 9 * HOUR, "event_type": "click", "amount": 1.0}
     events = [late_in_closed, in_head, kept]
     loaded = closed_tiles(user_stats, events, leave_out={0})
-    # A tile past C (committed before its period's progress, as a checkpoint may split them) is not final:
-    # the archive's tiles replace it.
+    # A tile past C (committed before its period's progress) is closed, so it is used as it is;
+    # the archive fills in only the periods and entities the table lacks.
     loaded.by_entity["u"].append(Tile(T0 + 49 * HOUR, 1000, (0, 1000)))
     rows = pa.table(
         {
@@ -225,8 +225,9 @@ def test_closed_tiles_win_over_the_archive_up_to_c_and_late_events_count_after_i
         raw={"user_stats": raw_table(events)},
     ).table
     # 10:01: the closed 09:00 tile (1) and the head [10:00, 10:01) from the archive (1, the late one).
-    # 50:01: the tiles of [26:00, 48:00) hold nothing, the archive's [48:00, 50:01) holds in_head.
-    assert result["user_stats:clicks_1d"].to_pylist() == [2, 1]
+    # 50:01: the tiles of [26:00, 48:00) hold nothing, the table's 49:00 tile 1000, the archive's
+    # 48:00 tile nothing and the head [50:00, 50:01) in_head.
+    assert result["user_stats:clicks_1d"].to_pylist() == [2, 1001]
 
 
 def test_a_head_without_its_events_is_refused_by_name():

@@ -33,7 +33,7 @@ def archive() -> pa.Table:
 def offline() -> OfflineTiles:
     tiles = {u: [Tile(T0 + h * HOUR, 2, (1, 1)) for h in range(20, 24)] for u in USERS}
     loaded = OfflineTiles(user_stats, 5, tiles, [T0 + h * HOUR for h in range(1, 25)])
-    loaded.archive = lambda low, high: (archive(), 9)
+    loaded.archive = lambda low, high, pin: (archive(), 9)
     return loaded
 
 
