@@ -50,8 +50,10 @@ class TopicOffsets:
         committed = self._consumer.committed(wanted, timeout=self._timeout_s)
         lag = 0
         for tp in committed:
-            low, _ = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s, cached=True)
-            # No commit yet reads as a negative offset; an emptied partition starts at low.
+            # Asked of the broker: this consumer never fetches, so its cached offsets are
+            # unknown (-1001), and a partition whose records were deleted would never count
+            # as read. No commit yet reads as a negative offset; an emptied partition starts at low.
+            low, _ = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s, cached=False)
             position = max(tp.offset, low)
             lag += max(0, ends[tp.partition] - position)
         return lag
