@@ -172,8 +172,8 @@ def open_tiles(events: RawEvents, since_ms: int | None) -> pa.Table:
     return pa.table(columns)
 
 
-def head(events: RawEvents, keys: pa.Array, low_ms: _I64, high_ms: _I64) -> tuple[_I64, list[Partial]]:
-    """Per row: the entity's event count of ``[low, high)`` and each aggregation over it."""
+def head(events: RawEvents, keys: pa.Array, low_ms: _I64, high_ms: _I64) -> list[Partial]:
+    """Per row: each aggregation over the entity's events of ``[low, high)``."""
     row_code = pc.index_in(keys, value_set=events.entities).fill_null(-1).to_numpy().astype(np.int64)
     known = row_code >= 0
 
@@ -185,11 +185,10 @@ def head(events: RawEvents, keys: pa.Array, low_ms: _I64, high_ms: _I64) -> tupl
 
     lower, upper = position(low_ms), position(high_ms)
     upper = np.maximum(lower, upper)
-    parts = [
+    return [
         aggregate(agg.kind, mask, data, lower, upper)
         for agg, mask, data in zip(events.view.aggregations, events.selected, events.values, strict=True)
     ]
-    return upper - lower, parts
 
 
 def search(haystack: _I64, probes: _I64, side: Any) -> _I64:

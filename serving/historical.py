@@ -213,7 +213,7 @@ def view_columns(
             raw[name] = _merge(agg.kind, agg.is_integer, tiles.column(agg.name), lower, upper)
     if events is not None:
         floor = times - np.mod(times, tile_ms)
-        _, parts = head.head(events, keys, floor, times)
+        parts = head.head(events, keys, floor, times)
         for window in view.windows:
             for agg, part in zip(view.aggregations, parts, strict=True):
                 name = f"{agg.name}_{duration_label(window)}"
