@@ -1,8 +1,11 @@
 """Point-in-time features for a whole frame of (entity, time) rows, column-wise.
 
-For every row, the value is what ``assemble`` gives for that entity's tiles
-and the completeness watermark as it stood at the row's time; the tests hold
-it to ``assemble`` row by row. Nothing is computed per row in Python:
+For every row of a view without a head, the value is what ``assemble`` gives
+for that entity's tiles and the completeness watermark as it stood at the
+row's time; the tests hold it to ``assemble`` row by row. A view with a head
+(a ``freshness``) also takes, after step 3, the raw archive's part of each
+window (``serving.head``), and the tests hold it to the raw events. Nothing
+is computed per row in Python:
 
 1. Tiles are sorted by (entity, tile index), where tile index = start / tile.
    One composite integer key, ``entity code * span + tile index``, orders them.
@@ -15,8 +18,9 @@ it to ``assemble`` row by row. Nothing is computed per row in Python:
    right as ``assemble`` does, so float sums round the same way.
 4. Defaults, staleness and ratios follow ``assembly.finish``'s rules, on columns.
 
-No leakage: a tile enters only when ``start + tile <= end <= t``, and the
-watermark is the newest period end ``<= t``.
+No leakage: a tile enters only when ``start + tile <= end <= t``, a head
+event only when its time is ``< t``, and the watermark is the newest period
+end ``<= t``.
 """
 
 from __future__ import annotations
