@@ -7,7 +7,7 @@ secrets are ``SecretStr`` so they never show up in logs or reprs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -125,6 +125,9 @@ class RegistryConfig(BaseSettings):
     # "user:password", sent as HTTP basic auth (Confluent's basic.auth.user.info); only over https,
     # where nobody on the way can read it.
     basic_auth_user_info: SecretStr | None = None
+    # The same from a file (a mounted secret), read once when the settings are: a rotated
+    # login reaches a process when it restarts.
+    basic_auth_user_info_file: Path | None = None
     # The CA that signed the registry's (or its proxy's) certificate; the system's CAs when unset.
     ca_file: Path | None = None
     # A client certificate, for a proxy that asks for one; the key may sit in the certificate's file.
@@ -135,6 +138,22 @@ class RegistryConfig(BaseSettings):
     def uses_tls(self) -> bool:
         """Whether the registry is reached over https."""
         return self.url.lower().startswith("https://")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _login_from_its_file(cls, data: Any) -> Any:
+        """The file's login in place of the variable, so every later check covers both."""
+        if not isinstance(data, dict) or data.get("basic_auth_user_info_file") is None:
+            return data
+        if data.get("basic_auth_user_info") is not None:
+            raise ValueError(
+                "set one of PARITY_REGISTRY_BASIC_AUTH_USER_INFO and "
+                "PARITY_REGISTRY_BASIC_AUTH_USER_INFO_FILE, not both"
+            )
+        path = Path(data["basic_auth_user_info_file"])
+        if not path.is_file():
+            raise ValueError(f"PARITY_REGISTRY_BASIC_AUTH_USER_INFO_FILE: no file at {path}")
+        return {**data, "basic_auth_user_info": path.read_text().strip()}
 
     @model_validator(mode="after")
     def _login_and_files_need_https(self) -> RegistryConfig:

@@ -42,6 +42,23 @@ def test_the_login_must_be_user_colon_password_and_is_never_shown():
     assert SECRET not in repr(cfg) and SECRET not in str(cfg)
 
 
+def test_the_login_may_come_from_a_file_and_is_checked_the_same(tmp_path):
+    login = tmp_path / "login"
+    login.write_text(f"parity:{SECRET}\n")  # a mounted secret often ends with a newline
+    cfg = RegistryConfig(url=HTTPS, basic_auth_user_info_file=login)
+    assert cfg.basic_auth_user_info is not None
+    assert cfg.basic_auth_user_info.get_secret_value() == f"parity:{SECRET}"
+    assert "not both" in failure(url=HTTPS, basic_auth_user_info_file=login, basic_auth_user_info="a:b")
+    assert "BASIC_AUTH_USER_INFO_FILE: no file at" in failure(
+        url=HTTPS, basic_auth_user_info_file=tmp_path / "x"
+    )
+    login.write_text(SECRET)
+    message = failure(url=HTTPS, basic_auth_user_info_file=login)
+    assert "must be <user>:<password>" in message and SECRET not in message
+    login.write_text(f"parity:{SECRET}")
+    assert "is not https" in failure(basic_auth_user_info_file=login)
+
+
 def test_files_must_exist_and_a_key_needs_its_certificate(tmp_path):
     assert f"PARITY_REGISTRY_CA_FILE: no file at {tmp_path / 'nope.pem'}" in failure(
         url=HTTPS, ca_file=tmp_path / "nope.pem"
