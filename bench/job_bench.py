@@ -14,7 +14,16 @@ With the stack up (``make up``):
      ``job-redis-only``: the feature job without that writer (``jobs.stream --skip``),
      which prices each offline writer; ``job-no-live``: without live tiles, which
      prices freshness;
-3. samples the resident memory of every stack process and of the side's process tree.
+3. samples the resident memory of every stack process and of the side's process tree;
+4. counts the commands Redis processed during each run (``INFO stats``
+   ``total_commands_processed``, which also counts the commands a Lua script
+   calls), so that ``job`` against ``job-no-live`` prices freshness in Redis
+   operations as well as in events/s. Nothing else should use the stack's
+   Redis meanwhile;
+5. samples the side's Kafka consumer's record count from its Prometheus
+   endpoint every 0.5 s, and reports a steady rate besides the whole run's:
+   records/s between 20% and 80% of the topic read, so Flink's start-up and
+   the final savepoint, which a bounded run pays once, are left out.
 
 Every run includes Flink's start-up and writes under its own Redis prefix, Iceberg
 namespace and consumer group. Figures are medians over the runs; ratios compare the
@@ -30,14 +39,18 @@ import statistics
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from redis import Redis
+
 from parity import jobctl
-from parity.config import KafkaConfig, RegistryConfig
+from parity.config import KafkaConfig, RedisConfig, RegistryConfig
 from producer.generate import GeneratorConfig, generate
 from producer.produce import produce_events
+from sinks.redis import connect
 from stack.cli import SERVICES
 from stack.config import StackConfig
 from stack.process import descendants
@@ -79,20 +92,90 @@ class MemorySampler(threading.Thread):
         self.peak[name] = max(self.peak.get(name, 0.0), value)
 
 
+# The Kafka consumer's own count of records it handed to the source, as Flink's Prometheus
+# reporter exports it; the local job's mini-cluster serves it on the first free port of these.
+CONSUMED = "flink_taskmanager_job_task_operator_KafkaSourceReader_KafkaConsumer_records_consumed_total"
+METRICS_PORTS = range(19254, 19258)
+
+
+class ProgressSampler(threading.Thread):
+    """(seconds since start, records consumed) every 0.5 s, from the side's Prometheus endpoint."""
+
+    def __init__(self, started: float) -> None:
+        super().__init__(daemon=True)
+        self.started = started
+        self.samples: list[tuple[float, float]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            consumed = None
+            for port in METRICS_PORTS:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as reply:
+                        text = reply.read().decode()
+                except OSError:
+                    continue
+                found = [
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith(CONSUMED + "{")
+                ]
+                if found:
+                    consumed = (consumed or 0.0) + sum(found)
+            if consumed is not None:
+                self.samples.append((time.monotonic() - self.started, consumed))
+            time.sleep(0.5)
+
+
+def steady_rate(
+    samples: list[tuple[float, float]], total: int, low: float = 0.2, high: float = 0.8
+) -> float | None:
+    """Records/s between consuming ``low`` and ``high`` of ``total``: start-up and the stop left out."""
+
+    def when(share: float) -> float | None:
+        target = share * total
+        previous = None
+        for t, consumed in samples:
+            if consumed >= target:
+                if previous is None or consumed == previous[1]:
+                    return t
+                (t0, c0) = previous
+                return t0 + (t - t0) * (target - c0) / (consumed - c0)
+            previous = (t, consumed)
+        return None
+
+    start, end = when(low), when(high)
+    if start is None or end is None or end <= start:
+        return None
+    return (high - low) * total / (end - start)
+
+
+def redis_commands(client: Redis) -> int:
+    """Commands the stack's Redis has processed since it started, this INFO call excluded."""
+    return int(client.info("stats")["total_commands_processed"])
+
+
 def timed_run(
-    cmd: list[str], log: Path, components: dict[str, int], env: dict[str, str]
-) -> tuple[float, dict[str, float]]:
+    cmd: list[str], log: Path, components: dict[str, int], env: dict[str, str], client: Redis
+) -> tuple[float, dict[str, float], int, list[tuple[float, float]]]:
+    """Seconds, peak memory per component, Redis commands processed, and progress samples."""
+    commands = redis_commands(client)
     started = time.monotonic()
     proc = jobctl.start_local(cmd, log, env=env)
     sampler = MemorySampler(components, proc.pid)
     sampler.start()
+    progress = ProgressSampler(started)
+    progress.start()
     code = proc.wait()
     elapsed = time.monotonic() - started
-    sampler.done.set()
-    sampler.join()
+    for thread in (sampler, progress):
+        thread.done.set()
+        thread.join()
     if code != 0:
         sys.exit(f"{' '.join(cmd[:4])} failed with {code}; see {log}")
-    return elapsed, sampler.peak
+    # The first INFO is counted by the second.
+    return elapsed, sampler.peak, redis_commands(client) - commands - 1, progress.samples
 
 
 SIDES: dict[str, tuple[str, ...]] = {
@@ -104,6 +187,10 @@ SIDES: dict[str, tuple[str, ...]] = {
     "job-no-iceberg-progress": ("iceberg-progress",),
     "job-redis-only": ("archive", "iceberg-tiles", "iceberg-progress"),
     "job-no-live": ("live",),
+}
+# Settings a side runs with besides the run's own.
+SIDE_ENV: dict[str, dict[str, str]] = {
+    "job-python-sink": {"PARITY_FLINK_REDIS_SINK": "python"},
 }
 
 
@@ -152,8 +239,11 @@ def main() -> int:
         sys.exit(f"producer failed: {summary.errors}")
     del events
 
+    client = connect(RedisConfig())
     seconds: dict[str, list[float]] = {side: [] for side in sides}
     memory: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    commands: dict[str, list[int]] = {side: [] for side in sides}
+    steady_rates: dict[str, list[float | None]] = {side: [] for side in sides}
     for round_no in range(1, args.runs + 1):
         for side in sides:
             run_id = f"{bench_id}r{round_no}{side.replace('-', '')}"
@@ -163,15 +253,23 @@ def main() -> int:
                 "PARITY_ICEBERG_NAMESPACE": f"bench{run_id}",
                 "PARITY_FLINK_CHECKPOINT_DIR": str(workdir / "checkpoints"),
             }
-            if side == "job-python-sink":
-                env["PARITY_FLINK_REDIS_SINK"] = "python"
+            env |= SIDE_ENV.get(side, {})
             cmd = side_command(side, topic, f"bench-{run_id}")
             print(f"round {round_no}/{args.runs}: {side} ...", file=sys.stderr)
-            elapsed, peak = timed_run(cmd, workdir / f"{side}.log", components, env)
-            print(f"  {args.events / elapsed:,.0f} events/s in {elapsed:.1f} s", file=sys.stderr)
+            elapsed, peak, sent, samples = timed_run(cmd, workdir / f"{side}.log", components, env, client)
+            steady = steady_rate(samples, args.events)
+            print(
+                f"  {args.events / elapsed:,.0f} events/s in {elapsed:.1f} s"
+                f" (steady: {'unmeasured' if steady is None else f'{steady:,.0f}'}); "
+                f"{sent:,} Redis commands ({sent / elapsed:,.0f}/s)",
+                file=sys.stderr,
+            )
             seconds[side].append(elapsed)
             memory[side].append(peak)
+            commands[side].append(sent)
+            steady_rates[side].append(steady)
 
+    client.close()
     rate = {side: args.events / statistics.median(runs) for side, runs in seconds.items()}
     result: dict[str, object] = {
         "events": args.events,
@@ -179,6 +277,12 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "events_per_s": {side: [round(args.events / s) for s in runs] for side, runs in seconds.items()},
         "median_events_per_s": {side: round(r) for side, r in rate.items()},
+        "redis_commands": commands,
+        "median_redis_commands": {side: round(statistics.median(c)) for side, c in commands.items()},
+        "median_redis_commands_per_s": {
+            side: round(statistics.median(c / s for c, s in zip(commands[side], seconds[side], strict=True)))
+            for side in sides
+        },
         "peak_rss_mb_median": {
             side: {name: round(statistics.median(p.get(name, 0.0) for p in peaks)) for name in peaks[0]}
             for side, peaks in memory.items()
@@ -188,6 +292,20 @@ def main() -> int:
     if "job" in rate:
         ratios = {f"job / {side}": round(rate["job"] / r, 3) for side, r in rate.items() if side != "job"}
     result["ratios"] = ratios
+    # Between 20% and 80% of the topic read: Flink's start-up and the final savepoint left out.
+    steady = {
+        side: statistics.median(r for r in runs if r is not None)
+        for side, runs in steady_rates.items()
+        if any(r is not None for r in runs)
+    }
+    result["steady_events_per_s"] = {
+        side: [None if r is None else round(r) for r in runs] for side, runs in steady_rates.items()
+    }
+    result["median_steady_events_per_s"] = {side: round(r) for side, r in steady.items()}
+    if "job" in steady:
+        result["steady_ratios"] = {
+            f"job / {side}": round(steady["job"] / r, 3) for side, r in steady.items() if side != "job"
+        }
     print(json.dumps(result, indent=2))
     return 0
 
