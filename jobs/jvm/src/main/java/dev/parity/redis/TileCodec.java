@@ -14,6 +14,11 @@ public final class TileCodec {
         return Long.toString(Math.floorDiv(tileStartMs, 1000L));
     }
 
+    /** The start (epoch ms) of the tile a hash field names; tiles start on whole seconds. */
+    public static long startMs(String field) {
+        return Long.parseLong(field) * 1000L;
+    }
+
     public static String number(double value) {
         if (Double.isNaN(value)) {
             return "nan";

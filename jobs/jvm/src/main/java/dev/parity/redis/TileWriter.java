@@ -1,5 +1,6 @@
 package dev.parity.redis;
 
+import org.apache.flink.api.common.eventtime.Watermark;
 import org.apache.flink.api.connector.sink2.WriterInitContext;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.table.data.RowData;
@@ -40,6 +41,8 @@ final class TileWriter extends BatchingWriter {
     private final Counter applied;
     private final Counter refused;
     private final Counter batches;
+    /** Live tiles left unwritten because the watermark closed them first. */
+    private final Counter superseded;
     private volatile long lastWriteMs;
     /** entity -> (tile field -> tile value), in arrival order. */
     private final Map<String, Map<String, String>> batch = new LinkedHashMap<>();
@@ -66,6 +69,7 @@ final class TileWriter extends BatchingWriter {
         this.applied = metrics.counter("redis_tiles_applied");
         this.refused = metrics.counter("redis_tiles_refused_stale");
         this.batches = metrics.counter("redis_batches");
+        this.superseded = metrics.counter("redis_live_tiles_superseded");
         metrics.gauge("redis_write_ms", () -> lastWriteMs);
         if (live) {
             // How far the newest event online reads reflect lags the wall clock (0 before any).
@@ -98,6 +102,41 @@ final class TileWriter extends BatchingWriter {
             newestEvent.merge(entity, row.getTimestamp(3 + integers.length, 3).getMillisecond(), Math::max);
         }
         added();
+    }
+
+    @Override
+    public void writeWatermark(Watermark watermark) throws IOException {
+        if (live) {
+            dropClosed(watermark.getTimestamp());
+        } else {
+            super.writeWatermark(watermark);
+        }
+    }
+
+    /**
+     * Live tiles the watermark has closed are not written: the window emits the same tile, final,
+     * to the tiles sink at this watermark. Catching up a backlog, nearly every live row is of a tile
+     * that closes within moments; writing each would cost Redis a script call per event.
+     */
+    private void dropClosed(long watermarkMs) {
+        var entities = batch.entrySet().iterator();
+        while (entities.hasNext()) {
+            Map.Entry<String, Map<String, String>> entry = entities.next();
+            var entityTiles = entry.getValue().keySet().iterator();
+            while (entityTiles.hasNext()) {
+                // A window fires once the watermark reaches its last millisecond, end - 1.
+                if (TileCodec.startMs(entityTiles.next()) + settings.tileMs - 1 <= watermarkMs) {
+                    entityTiles.remove();
+                    tiles--;
+                    superseded.inc();
+                }
+            }
+            if (entry.getValue().isEmpty()) {
+                entities.remove();
+                newestEnd.remove(entry.getKey());
+                newestEvent.remove(entry.getKey());
+            }
+        }
     }
 
     @Override
