@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from features.definition import AggKind, Aggregation, FeatureView
 from parity.config import IcebergConfig, KafkaConfig, RegistryConfig
-from parity.errors import DefinitionError
+from parity.errors import ConfigError, DefinitionError
 from parity.kafka_security import flink_properties
 from schemas import avro
 
@@ -201,7 +201,18 @@ def kafka_source_ddl(
     ``start_timestamp_ms`` starts at the first record with a timestamp at or
     after it instead. The reader schema is the newest committed version; Flink
     resolves each record's writer schema, fetched by id from the registry, to it.
+
+    Raises:
+        ConfigError: the registry is reached over TLS or with a login. This
+            binding is Flink's own avro-confluent format, kept for diagnostics
+            (``python -m jobs.decode --format avro-confluent``); the job's
+            format, parity-avro (``jobs.decode``), takes those settings.
     """
+    if registry.uses_tls or registry.basic_auth_user_info is not None:
+        raise ConfigError(
+            "Flink's avro-confluent format is not given the registry's TLS files or login here; "
+            "read a secured registry with the parity-avro format (the default of jobs.decode)"
+        )
     view = pipeline.view
     schema = avro.latest(view.source.schema)
     columns = [f"  {quote(name)} {sql_type}" for name, sql_type in avro.flink_columns(schema)]

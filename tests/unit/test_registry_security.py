@@ -128,3 +128,13 @@ def test_the_jvm_decoder_gets_the_login_and_absolute_files(tmp_path, monkeypatch
     assert "parity-avro.ssl.cert-file" not in made
     plain = _decoder_options(RegistryConfig())
     assert not any("basic-auth" in key or "ssl." in key for key in plain)
+
+
+def test_flinks_own_avro_confluent_binding_refuses_a_secured_registry():
+    from jobs.compiler import kafka_source_ddl
+    from parity.errors import ConfigError
+
+    secured = RegistryConfig(url=HTTPS, basic_auth_user_info=f"parity:{SECRET}")
+    with pytest.raises(ConfigError, match="parity-avro format") as info:
+        kafka_source_ddl(compile_view(user_stats), KafkaConfig(), secured, group_id="g", bounded=True)
+    assert SECRET not in str(info.value)
