@@ -60,7 +60,7 @@ class RawEvents:
 
     ``selected[i]`` and ``values[i]`` belong to the view's i-th aggregation:
     which events its filter selects, and the column it aggregates (NaN for
-    null; ones for COUNT).
+    null; None for COUNT, which needs none).
     """
 
     view: FeatureView
@@ -68,7 +68,7 @@ class RawEvents:
     codes: _I64
     times: _I64
     selected: tuple[_B, ...]
-    values: tuple[_F64, ...]
+    values: tuple[_F64 | None, ...]
     # One sortable integer per event, code * span + (time - origin): the order above.
     composite: _I64
     origin: int
@@ -115,7 +115,7 @@ def prepare(view: FeatureView, raw: pa.Table) -> RawEvents:
     composite = codes * span + (times - origin)
     order = np.argsort(composite, kind="stable")
     selected: list[_B] = []
-    values: list[_F64] = []
+    values: list[_F64 | None] = []
     for agg in view.aggregations:
         # Evaluated in the archive's order and then reordered: taking booleans is
         # cheaper than taking the string columns a filter reads.
@@ -125,13 +125,12 @@ def prepare(view: FeatureView, raw: pa.Table) -> RawEvents:
                 mask = np.asarray(predicate.evaluate(agg.filter, raw).to_numpy(zero_copy_only=False))
         except DefinitionError as exc:
             raise ReadError(f"{view.qualified_name}: aggregation {agg.name!r}: {exc}") from exc
+        selected.append(mask[order])
         if agg.column is None:
-            data = np.ones(len(order), np.float64)
+            values.append(None)
         else:
             column = raw.column(agg.column).cast(pa.float64())
-            data = np.asarray(column.fill_null(np.nan).to_numpy(), np.float64)
-        selected.append(mask[order])
-        values.append(data[order])
+            values.append(np.asarray(column.fill_null(np.nan).to_numpy(), np.float64)[order])
     return RawEvents(
         view,
         entities,
@@ -167,7 +166,7 @@ def open_tiles(events: RawEvents, since_ms: int | None) -> pa.Table:
         "events": pa.array(last - first, pa.int64()),
     }
     for agg, mask, data in zip(view.aggregations, events.selected, events.values, strict=True):
-        part = aggregate(agg.kind, mask[index], data[index], first, last)
+        part = aggregate(agg.kind, mask[index], None if data is None else data[index], first, last)
         columns[agg.name] = _column(agg.kind, part)
     return pa.table(columns)
 
@@ -203,10 +202,10 @@ def search(haystack: _I64, probes: _I64, side: Any) -> _I64:
     return found
 
 
-def aggregate(kind: AggKind, selected: _B, data: _F64, lower: _I64, upper: _I64) -> Partial:
+def aggregate(kind: AggKind, selected: _B, data: _F64 | None, lower: _I64, upper: _I64) -> Partial:
     """One aggregation over the events ``[lower, upper)`` of each query, as the job's SQL computes it."""
     has_events = upper > lower
-    if kind is AggKind.COUNT:
+    if kind is AggKind.COUNT or data is None:
         prefix = np.concatenate(([0], np.cumsum(selected, dtype=np.int64)))
         return Partial(prefix[upper] - prefix[lower], has_events)
     usable = selected & ~np.isnan(data)
@@ -218,8 +217,8 @@ def aggregate(kind: AggKind, selected: _B, data: _F64, lower: _I64, upper: _I64)
             at = lower + offset
             take = at < upper
             picked = np.where(take, at, 0)
-            add = take & usable[picked] if len(data) else take
-            acc = np.where(add, acc + (data[picked] if len(data) else 0.0), acc)
+            add = take & usable[picked]
+            acc = np.where(add, acc + data[picked], acc)
         return Partial(acc, has_events)
     pick = np.fmin if kind is AggKind.MIN else np.fmax
     best = np.full(len(lower), np.nan)
