@@ -28,11 +28,11 @@ from parity import jobctl
 from parity.config import KafkaConfig, RegistryConfig
 from producer.generate import GeneratorConfig, generate
 from producer.produce import produce_events
-from serving.assembly import Status, from_ms
+from serving.assembly import from_ms
 from serving.online import OnlineStore
 from sinks import iceberg
 from tests.integration import reference
-from tests.integration.conftest import kill, wait_for
+from tests.integration.conftest import assert_served_as_reference, kill, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -115,13 +115,7 @@ def _check_stores(iso, events: list[dict], *, live_kept: bool = True) -> int:
         served = store.get_online_features(refs, [{"user_id": u} for u in users], as_of=from_ms(completeness))
     finally:
         store.close()
-    for user, values in zip(users, served, strict=True):
-        for name, want in windows.expected(user, completeness).items():
-            got = values[f"user_stats:{name}"]
-            if want is None:
-                assert got.status is Status.MISSING, (user, name, got)
-            else:
-                assert (got.value, got.status) == (want, Status.PRESENT), (user, name, got)
+    assert_served_as_reference(windows, users, served, completeness)
     return completeness
 
 

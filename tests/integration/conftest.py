@@ -27,6 +27,39 @@ from stack.config import StackConfig
 
 pytestmark = pytest.mark.integration
 
+
+def closing_event(after: datetime, event_id: str, user_id: str) -> dict:
+    """An impression three days after ``after``: it moves the watermark past every tile before it."""
+    return {
+        "event_id": event_id,
+        "user_id": user_id,
+        "ad_id": CLOSER,
+        "event_type": "impression",
+        "event_time": after + timedelta(days=3),
+        "campaign_id": "closer",
+        "country": "ZZ",
+        "cost": 0.0,
+        "device": None,
+    }
+
+
+def assert_served_as_reference(windows, users: list[str], served: list[dict], end_ms: int) -> int:
+    """Every served value at the tile boundary ``end_ms`` equals the reference's (``missing`` where it
+    has none); returns how many were present."""
+    from serving.assembly import Status
+
+    present = 0
+    for user, values in zip(users, served, strict=True):
+        for name, want in windows.expected(user, end_ms).items():
+            got = values[f"user_stats:{name}"]
+            if want is None:
+                assert got.status is Status.MISSING, (user, name, got)
+            else:
+                assert (got.value, got.status) == (want, Status.PRESENT), (user, name, got)
+                present += 1
+    return present
+
+
 # The entity of the event that closes a test's tiles (Isolated.close_tiles).
 CLOSER = "zz-closer"
 
@@ -130,20 +163,7 @@ class Isolated:
         The watermark is the least of the partitions', hence one event in
         each. The closing events' own tiles stay open. Returns the events.
         """
-        events = [
-            {
-                "event_id": f"closer-{self.suffix}-{i}",
-                "user_id": f"{CLOSER}-{i}",
-                "ad_id": CLOSER,
-                "event_type": "impression",
-                "event_time": after + timedelta(days=3),
-                "campaign_id": "closer",
-                "country": "ZZ",
-                "cost": 0.0,
-                "device": None,
-            }
-            for i in range(8)
-        ]
+        events = [closing_event(after, f"closer-{self.suffix}-{i}", f"{CLOSER}-{i}") for i in range(8)]
         offsets = TopicOffsets(KafkaConfig(), self.topic, f"it-{self.suffix}-closer")
         try:
             before = offsets.ends()
