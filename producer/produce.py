@@ -16,6 +16,13 @@ Protocol of ``produce_events``:
 
 Guarantee: at-least-once per ``produce_events`` call. An event reported as
 failed may still have reached Kafka; ``event_id`` identifies such duplicates.
+
+Records carry the time they are produced, not the event time. The broker
+forgets an idempotent producer once its newest record timestamp is older than
+``producer.id.expiration.ms`` (one day by default), and it checks that on every
+restart: records stamped with old event times (a backfill) would lose their
+de-duplication across a broker restart, and a retried batch would be written
+twice. The replay maps a time range to offsets with the same produce times.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
@@ -60,7 +66,6 @@ log = logging.getLogger(__name__)
 DEFAULT_SCHEMA = "ad_event"
 # The view's entity join key: partitioning by it keeps each user's events in order.
 KEY_FIELD = "user_id"
-EVENT_TIME_FIELD = "event_time"
 # Enough reasons to diagnose a failure without flooding the terminal.
 _MAX_REASONS = 5
 
@@ -78,7 +83,6 @@ class MessageProducer(Protocol):
         value: bytes | None = ...,
         key: bytes | None = ...,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = ...,
-        timestamp: int = ...,
     ) -> None:
         """Queue one message; raises ``BufferError`` when the local queue is full."""
 
@@ -264,7 +268,7 @@ def _produce_all(
     for index, event in enumerate(events):
         value = _serialize(serializer, event, ctx, index, registry, schema, topic)
         key = str(event[KEY_FIELD]).encode()
-        _produce_one(client, topic, key, value, _timestamp_ms(event), tally)
+        _produce_one(client, topic, key, value, tally)
         if index % 1000 == 0:
             client.poll(0)
             now = time.monotonic()
@@ -300,20 +304,12 @@ class _Tally:
             self.fail(1, f"partition {msg.partition()}: {err.str()}")
 
 
-def _timestamp_ms(event: dict[str, Any]) -> int:
-    """The record's Kafka timestamp: the event time, so a replay can map a time range to offsets."""
-    value = event[EVENT_TIME_FIELD]
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
-    return int(value)
-
-
 def _produce_one(
-    producer: MessageProducer, topic: str, key: bytes, value: bytes | None, timestamp: int, tally: _Tally
+    producer: MessageProducer, topic: str, key: bytes, value: bytes | None, tally: _Tally
 ) -> None:
     while True:
         try:
-            producer.produce(topic, value=value, key=key, on_delivery=tally.on_delivery, timestamp=timestamp)
+            producer.produce(topic, value=value, key=key, on_delivery=tally.on_delivery)
             return
         except BufferError:
             # The local queue is full: serve delivery reports until there is room.

@@ -7,8 +7,11 @@ mode differ from the streaming job: the tile query is the same text.
 
 Sources:
 - ``iceberg``: the raw archive the streaming job keeps (late events included);
-- ``kafka``: the topic, from the first record whose timestamp (the event time,
-  as the producer sets it) is at or after ``start`` to the current end.
+- ``kafka``: the topic, from the first record whose timestamp is at or after
+  ``start - max_future`` to the current end. Record timestamps are produce times
+  (see ``producer.produce``): an event is produced after it happens, or at most
+  the decoder's ``max_future`` before, so no event of the range is earlier in
+  the topic; the event-time filter drops the extra records read.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import replace
 
 from features.registry import get_view
 from jobs.compiler import CompiledPipeline, compile_view, iceberg_catalog_ddl, quote
-from jobs.decode import decoded_source_statements
+from jobs.decode import DEFAULT_MAX_FUTURE, decoded_source_statements
 from jobs.stream import table_environment
 from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RegistryConfig
 from schemas import avro
@@ -61,7 +64,7 @@ def bind_source(
             group_id=f"parity-replay-{run_id}",
             bounded=True,
             dead_letter_topic=kafka.dead_letter_topic,
-            start_timestamp_ms=start_ms,
+            start_timestamp_ms=start_ms - int(DEFAULT_MAX_FUTURE.total_seconds() * 1000),
         )
         statements = list(decoded.statements)
     columns = ", ".join(

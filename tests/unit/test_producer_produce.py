@@ -40,7 +40,7 @@ class FakeProducer:
             raise KafkaException(KafkaError(KafkaError._TRANSPORT))
         return object()
 
-    def produce(self, topic, *, value=None, key=None, on_delivery=None, timestamp=None):
+    def produce(self, topic, *, value=None, key=None, on_delivery=None):
         if self.buffer_errors:
             self.buffer_errors -= 1
             raise BufferError("queue full")
