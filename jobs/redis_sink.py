@@ -62,6 +62,9 @@ def sink_ddl(view: FeatureView, redis: RedisConfig, flink: FlinkJobConfig) -> li
         "batch.size": str(flink.redis_batch_size),
         "batch.interval": f"{flink.redis_batch_interval_ms} ms",
     }
+    if redis.mode == "cluster":
+        common["redis.mode"] = "cluster"
+        common["redis.cluster.nodes"] = ",".join(f"{host}:{port}" for host, port in redis.seed_nodes())
     if redis.username:
         common["redis.username"] = redis.username
     if redis.password_file is not None:

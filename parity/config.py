@@ -223,11 +223,41 @@ class RedisConfig(BaseSettings):
     # sit in the certificate's file.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # "cluster": a Redis Cluster, found through seed nodes ("host:port,host:port"; host and
+    # port when unset). Every key of a view shares one hash tag (sinks.redis_layout), so
+    # each view lives on one master and every script and read stays on one node.
+    mode: Literal["single", "cluster"] = "single"
+    cluster_nodes: str | None = Field(default=None, min_length=1)
     key_prefix: str = "parity"
     socket_timeout_s: float = Field(default=0.5, gt=0)
     # How long the job's writes retry an unreachable or slow Redis (backoff 0.1 s
     # doubling to 2 s) before failing the job; 0 fails on the first error.
     write_retry_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _cluster_seeds(self) -> RedisConfig:
+        if self.mode == "cluster":
+            if self.db != 0:
+                raise ValueError("PARITY_REDIS_DB must be 0 with PARITY_REDIS_MODE=cluster (one database)")
+            self.seed_nodes()  # a malformed list fails here, naming the entry
+        elif self.cluster_nodes is not None:
+            raise ValueError("PARITY_REDIS_CLUSTER_NODES is set but PARITY_REDIS_MODE is not cluster")
+        return self
+
+    def seed_nodes(self) -> list[tuple[str, int]]:
+        """The cluster's seed nodes as (host, port): ``cluster_nodes``, else host and port."""
+        if self.cluster_nodes is None:
+            return [(self.host, self.port)]
+        seeds = []
+        for entry in self.cluster_nodes.split(","):
+            host, _, port = entry.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"PARITY_REDIS_CLUSTER_NODES: {entry.strip()!r} is not host:port "
+                    "(give seeds as host:port,host:port)"
+                )
+            seeds.append((host, int(port)))
+        return seeds
 
     @model_validator(mode="after")
     def _one_password_and_tls_files_with_tls(self) -> RedisConfig:

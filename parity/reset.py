@@ -48,6 +48,7 @@ from parity.errors import ParityError
 from parity.kafka_security import librdkafka_config
 from sinks import iceberg
 from sinks.redis import connect
+from sinks.redis_layout import view_pattern
 
 _KAFKA_TIMEOUT_S = 10.0
 _UNLINK_BATCH = 1000
@@ -149,7 +150,7 @@ class ViewReset:
             ConfigError: the Iceberg catalog cannot be opened.
         """
         view = self._view
-        state = ViewState(view.qualified_name, f"{self._redis.key_prefix}:{view.name}:v{view.version}:*")
+        state = ViewState(view.qualified_name, view_pattern(self._redis.key_prefix, view))
         state.redis_keys = len(self._redis_keys(state.redis_pattern))
         self._find_tables(state)
         root = self.checkpoint_dir

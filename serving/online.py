@@ -74,7 +74,7 @@ from serving.metrics import ServingMetrics
 from serving.progress import OfflineProgress
 from sinks.base import Value
 from sinks.lua_scripts import load_script
-from sinks.redis import client_kwargs, explain
+from sinks.redis import Client, build_client, client_kwargs, explain, mget
 from sinks.redis_layout import (
     EPOCH_LOST,
     completeness_key,
@@ -230,7 +230,7 @@ class _ViewReply(NamedTuple):
     heads: list[bytes | None]  # per entity, its head tile (the open tile at the read's end), if read
 
 
-def connect(cfg: RedisConfig, timeout_s: float) -> redis.Redis:
+def connect(cfg: RedisConfig, timeout_s: float) -> Client:
     """A client whose every call is bounded by ``timeout_s``, with redis-py's retries off.
 
     redis-py retries timeouts with backoff by default, which turns a dead
@@ -244,7 +244,7 @@ def connect(cfg: RedisConfig, timeout_s: float) -> redis.Redis:
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
     )
-    return redis.Redis(**kwargs)
+    return build_client(cfg, kwargs)
 
 
 class OnlineStore:
@@ -283,7 +283,7 @@ class OnlineStore:
         self._read = {name: self._metrics.entities.labels(name) for name in self._views}
         self._merged = {name: self._metrics.merged.labels(name) for name in self._views}
         self._breaker = CircuitBreaker(self._serving.breaker_failures, self._serving.breaker_cooldown_s)
-        self._client: redis.Redis = connect(self._cfg, self._serving.timeout_s)
+        self._client: Client = connect(self._cfg, self._serving.timeout_s)
         self._script = self._client.register_script(load_script("merge_windows"))
         self._tracer = trace.get_tracer(__name__)
         # Views whose epoch key this process has read: from then on its absence means a lost Redis.
@@ -359,7 +359,7 @@ class OnlineStore:
         does not answer. Never raises."""
         plans = list(self._plans.items())
         try:
-            epochs: list[bytes | None] = self._client.mget([plan.epoch_key for _, plan in plans])  # type: ignore[assignment]
+            epochs: list[bytes | None] = mget(self._client, [plan.epoch_key for _, plan in plans])
         except redis.RedisError:
             return None
         return [
@@ -377,7 +377,7 @@ class OnlineStore:
         """
         plans = list(self._plans.items())
         try:
-            raw: list[bytes | None] = self._client.mget([plan.head_key for _, plan in plans])  # type: ignore[assignment]
+            raw: list[bytes | None] = mget(self._client, [plan.head_key for _, plan in plans])
         except redis.RedisError:
             return None
         return {name: None if v is None else int(v) for (name, _), v in zip(plans, raw, strict=True)}
@@ -497,7 +497,7 @@ class OnlineStore:
             keys.append(plan.completeness_key)
             keys.append(plan.epoch_key)
             keys.extend([head + entity for entity in entities[name]])
-        replies: list[bytes | None] = self._client.mget(keys)  # type: ignore[assignment]
+        replies: list[bytes | None] = mget(self._client, keys)
         result: dict[str, _ViewReply] = {}
         merges: list[tuple[str, int, list[str], list[int]]] = []  # (view, end, keys, entity indexes)
         at = 0

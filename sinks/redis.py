@@ -26,8 +26,9 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.credentials import CredentialProvider
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, RedisClusterException
 from redis.retry import Retry
 
 from features.definition import FeatureView
@@ -83,9 +84,41 @@ def client_kwargs(cfg: RedisConfig) -> dict[str, Any]:
     return kwargs
 
 
-def connect(cfg: RedisConfig) -> redis.Redis:
+# A client of the online store: one Redis, or a Redis Cluster (``PARITY_REDIS_MODE``).
+Client = redis.Redis | RedisCluster
+
+
+def connect(cfg: RedisConfig) -> Client:
     """A client with bounded timeouts, so a slow Redis fails a call instead of hanging it."""
-    return redis.Redis(**client_kwargs(cfg))
+    return build_client(cfg, client_kwargs(cfg))
+
+
+def build_client(cfg: RedisConfig, kwargs: dict[str, Any]) -> Client:
+    """``redis.Redis`` from ``kwargs``, or in cluster mode a ``RedisCluster`` from the seeds.
+
+    The cluster client routes each call by its keys' slot and follows a slot
+    that moves; every node gets the same login, TLS and timeouts.
+    """
+    if cfg.mode == "single":
+        return redis.Redis(**kwargs)
+    node_kwargs = {k: v for k, v in kwargs.items() if k not in ("host", "port", "db")}
+    seeds = [ClusterNode(host, port) for host, port in cfg.seed_nodes()]  # type: ignore[no-untyped-call]
+    try:
+        # Unlike redis.Redis, it asks a seed for the slot map right away.
+        return RedisCluster(startup_nodes=seeds, **node_kwargs)
+    except RedisClusterException as exc:
+        # A redis error, so callers treat it as an unreachable Redis.
+        names = ",".join(f"{host}:{port}" for host, port in cfg.seed_nodes())
+        raise redis.ConnectionError(
+            f"no seed of the Redis Cluster answered (PARITY_REDIS_CLUSTER_NODES={names}): {exc}"
+        ) from exc
+
+
+def mget(client: Client, keys: Sequence[str]) -> list[Any]:
+    """MGET, split by slot on a cluster: keys of several views may live on several nodes."""
+    if isinstance(client, RedisCluster):
+        return list(client.mget_nonatomic(keys))
+    return list(client.mget(keys))
 
 
 def explain(cfg: RedisConfig, exc: BaseException) -> str:
@@ -164,7 +197,7 @@ class RedisTileSink:
         self._view = view
         self._cfg = cfg
         self._clock = clock or _now_ms
-        self._client: redis.Redis | None = None
+        self._client: Client | None = None
         self._horizon_ms = int((view.longest_window + view.prune_margin) / timedelta(milliseconds=1))
         self._staleness_ms = int(view.max_staleness / timedelta(milliseconds=1))
         self._layout = layout_args(view)
@@ -184,6 +217,11 @@ class RedisTileSink:
         self._advance = self._client.register_script(load_script("advance_completeness"))
         self._mark_pruned = self._client.register_script(load_script("mark_pruned"))
         self._count_late = self._client.register_script(load_script("count_late"))
+        if isinstance(self._client, RedisCluster):
+            # A cluster pipeline does not load scripts before it runs them, as a plain one does.
+            scripts = (self._set_tiles, self._refresh, self._advance, self._mark_pruned, self._count_late)
+            for script in scripts:
+                self._client.script_load(script.script)
         self._armed = [self._epoch] if self.epoch() is not None else []
 
     def write(self, rows: Sequence[TileRow]) -> WriteResult:
@@ -362,7 +400,7 @@ class RedisTileSink:
     def _failed(self, what: str, exc: redis.RedisError) -> SinkError:
         return SinkError(f"{what}: {explain(self._cfg, exc)}")
 
-    def _require_client(self) -> redis.Redis:
+    def _require_client(self) -> Client:
         if self._client is None:
             raise SinkError("RedisTileSink used before open()")
         return self._client

@@ -1,26 +1,32 @@
 """The Redis key layout of the online store, shared by the sink and the readers.
 
-- ``<prefix>:<view>:v<version>:e:<entity>`` is a hash with one field per tile:
+- ``<prefix>:{<view>:v<version>}:e:<entity>`` is a hash with one field per tile:
   the field is the tile start in epoch seconds, the value is
   ``<events>|<agg1>|<agg2>...`` in the view's aggregation order (an empty
   string for a NULL min/max). Once pruning has deleted tiles of the entity,
   the field ``pruned`` holds the start of the newest deleted tile: reads whose
   windows reach back to it say ``beyond_horizon`` (``sinks.redis_windows``).
-- ``<prefix>:<view>:v<version>:w:<entity>`` holds the entity's window values,
+- ``<prefix>:{<view>:v<version>}:w:<entity>`` holds the entity's window values,
   precomputed for one window end (see ``sinks.redis_windows``).
-- ``<prefix>:<view>:v<version>:completeness`` holds the view's completeness
+- ``<prefix>:{<view>:v<version>}:completeness`` holds the view's completeness
   watermark: epoch milliseconds up to which every tile has been written.
-- ``<prefix>:<view>:v<version>:due`` is a sorted set of entities, scored by
+- ``<prefix>:{<view>:v<version>}:due`` is a sorted set of entities, scored by
   the window end (epoch s) at which their precomputed values change next.
-- ``<prefix>:<view>:v<version>:late_events`` counts source events that
+- ``<prefix>:{<view>:v<version>}:late_events`` counts source events that
   arrived after their tile had closed, each once (the late-count contract below).
-- ``<prefix>:<view>:v<version>:late_counted`` is a hash: Kafka partition → the
+- ``<prefix>:{<view>:v<version>}:late_counted`` is a hash: Kafka partition → the
   highest offset of a late row already in that count.
-- ``<prefix>:<view>:v<version>:epoch`` says whether this Redis holds the
+- ``<prefix>:{<view>:v<version>}:epoch`` says whether this Redis holds the
   view's online horizon completely (the contract below).
-- ``<prefix>:<view>:v<version>:head`` holds the view's head watermark: the
+- ``<prefix>:{<view>:v<version>}:head`` holds the view's head watermark: the
   newest event time (epoch ms) in a live tile the job has written, only ever
   moved forward. Online reads at now reflect events up to about it.
+
+The braces are a Redis Cluster hash tag: all of a view's keys live in one slot,
+so every script and every read's MGET runs on one node, and the scripts may
+name keys they were not passed (``refresh_windows.lua``) without leaving it.
+A view is therefore served by one master: a cluster spreads views, not one
+view's entities (``PARITY_REDIS_MODE=cluster``).
 
 Every script that touches these keys is a file in ``sinks/lua/``, headed by
 its KEYS and ARGV, loaded by ``sinks.lua_scripts``: a client in another
@@ -93,36 +99,50 @@ from features.definition import FeatureView
 from sinks.base import TileRow, Value
 
 
+def view_head(prefix: str, view: FeatureView) -> str:
+    """``<prefix>:{<view>:v<version>}``: the start of every key of the view.
+
+    The braces are a Redis Cluster hash tag: every key of a view hashes to one
+    slot, so each script and each read's MGET touches one node.
+    """
+    return f"{prefix}:{{{view.name}:v{view.version}}}"
+
+
+def view_pattern(prefix: str, view: FeatureView) -> str:
+    """A SCAN pattern for every key of the view; braces are plain characters to SCAN."""
+    return f"{view_head(prefix, view)}:*"
+
+
 def entity_key(prefix: str, view: FeatureView, entity: str) -> str:
-    return f"{prefix}:{view.name}:v{view.version}:e:{entity}"
+    return f"{view_head(prefix, view)}:e:{entity}"
 
 
 def completeness_key(prefix: str, view: FeatureView) -> str:
-    return f"{prefix}:{view.name}:v{view.version}:completeness"
+    return f"{view_head(prefix, view)}:completeness"
 
 
 def window_key(prefix: str, view: FeatureView, entity: str) -> str:
-    return f"{prefix}:{view.name}:v{view.version}:w:{entity}"
+    return f"{view_head(prefix, view)}:w:{entity}"
 
 
 def due_key(prefix: str, view: FeatureView) -> str:
-    return f"{prefix}:{view.name}:v{view.version}:due"
+    return f"{view_head(prefix, view)}:due"
 
 
 def late_events_key(prefix: str, view: FeatureView) -> str:
-    return f"{prefix}:{view.name}:v{view.version}:late_events"
+    return f"{view_head(prefix, view)}:late_events"
 
 
 def late_counted_key(prefix: str, view: FeatureView) -> str:
-    return f"{prefix}:{view.name}:v{view.version}:late_counted"
+    return f"{view_head(prefix, view)}:late_counted"
 
 
 def epoch_key(prefix: str, view: FeatureView) -> str:
-    return f"{prefix}:{view.name}:v{view.version}:epoch"
+    return f"{view_head(prefix, view)}:epoch"
 
 
 def head_key(prefix: str, view: FeatureView) -> str:
-    return f"{prefix}:{view.name}:v{view.version}:head"
+    return f"{view_head(prefix, view)}:head"
 
 
 # The epoch key's value once an armed sink found it gone.

@@ -1,7 +1,9 @@
 """python -m stack {fetch,up,down,status} [--only kafka,registry,redis,flink,...] [--json]
 
 Without --only, a command acts on the default services. Optional services
-(s3, iceberg-rest, registry-tls) run only when named: `python -m stack up --only s3,iceberg-rest`.
+(s3, iceberg-rest, registry-tls, redis-cluster) run only when named, and a plain
+`down` leaves them running: `python -m stack up --only s3,iceberg-rest`, then
+`python -m stack down --only s3,iceberg-rest`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from parity.errors import StackError, run_command
-from stack import flink, iceberg_rest, kafka, prometheus, redis, registry, registry_tls, s3
+from stack import flink, iceberg_rest, kafka, prometheus, redis, redis_cluster, registry, registry_tls, s3
 from stack.config import StackConfig
 from stack.fetch import fetch
 from stack.status import Info
@@ -34,11 +36,13 @@ SERVICES: tuple[Service, ...] = tuple(
     Service(m.NAME, m.start, m.stop, m.is_up, m.info) for m in (kafka, registry, redis, flink, prometheus)
 )
 # Run only when named with --only (the S3 server before the catalog that writes to it; the
-# registry's TLS proxy in front of the default registry).
+# registry's TLS proxy in front of the default registry; a Redis Cluster beside the single Redis).
 OPTIONAL: tuple[Service, ...] = tuple(
-    Service(m.NAME, m.start, m.stop, m.is_up, m.info) for m in (s3, iceberg_rest, registry_tls)
+    Service(m.NAME, m.start, m.stop, m.is_up, m.info) for m in (s3, iceberg_rest, registry_tls, redis_cluster)
 )
 NAMES = tuple(s.name for s in SERVICES + OPTIONAL)
+# Of the name column: the longest name and a space.
+WIDTH = max(len(n) for n in NAMES) + 1
 
 
 def selected(only: str | None) -> list[Service]:
@@ -55,7 +59,7 @@ def selected(only: str | None) -> list[Service]:
 def line(info: Info, note: str = "") -> str:
     state = "up" if info.up else "DOWN"
     pid = str(info.pid) if info.pid else "-"
-    return f"{info.name:<13}{state:<6}{info.address:<42}pid {pid:<8}log {info.log}{note}"
+    return f"{info.name:<{WIDTH}}{state:<6}{info.address:<48}pid {pid:<8}log {info.log}{note}"
 
 
 def up(cfg: StackConfig, services: list[Service]) -> None:
@@ -79,7 +83,7 @@ def up(cfg: StackConfig, services: list[Service]) -> None:
 def down(cfg: StackConfig, services: list[Service]) -> None:
     for service in reversed(services):
         service.stop(cfg)
-        print(f"{service.name:<13}stopped", flush=True)
+        print(f"{service.name:<{WIDTH}}stopped", flush=True)
 
 
 def status(cfg: StackConfig, services: list[Service], as_json: bool) -> int:

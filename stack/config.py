@@ -11,6 +11,9 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Redis Cluster's bus port is the client port plus this (Redis's default, cluster-port 0).
+BUS_OFFSET = 10000
+
 
 class StackConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PARITY_STACK_", extra="forbid", frozen=True)
@@ -25,6 +28,9 @@ class StackConfig(BaseSettings):
     registry_port: int = Field(default=18081, ge=1, le=65535)
     registry_management_port: int = Field(default=18091, ge=1, le=65535)
     redis_port: int = Field(default=16379, ge=1, le=65535)
+    # The optional redis-cluster service's three masters; each also listens on port + 10000
+    # (the cluster bus that nodes gossip over).
+    redis_cluster_ports: tuple[int, int, int] = (17001, 17002, 17003)
     flink_rest_port: int = Field(default=18088, ge=1, le=65535)
     flink_rpc_port: int = Field(default=16123, ge=1, le=65535)
     # TaskManagers `up` starts, each with the cluster's taskmanager.numberOfTaskSlots slots.
@@ -58,6 +64,17 @@ class StackConfig(BaseSettings):
                 f"flink_metrics_ports {first}-{last} has {last - first + 1} port(s) for the JobManager and "
                 f"{self.flink_taskmanagers} TaskManager(s); widen PARITY_STACK_FLINK_METRICS_PORTS "
                 "(and move PARITY_STACK_JOB_METRICS_PORTS past it)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _redis_cluster_ports_have_room_for_the_bus(self) -> StackConfig:
+        ports = self.redis_cluster_ports
+        if len(set(ports)) != len(ports) or not all(1 <= p <= 65535 - BUS_OFFSET for p in ports):
+            raise ValueError(
+                f"redis_cluster_ports {ports} must be three different ports of at most "
+                f"{65535 - BUS_OFFSET} (each node's cluster bus listens {BUS_OFFSET} higher); "
+                "fix PARITY_STACK_REDIS_CLUSTER_PORTS"
             )
         return self
 

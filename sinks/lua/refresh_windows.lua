@@ -9,7 +9,8 @@
 -- ARGV[5]    the window key head: <prefix>:<view>:v<N>:w:
 -- ARGV[6..]  sinks.redis_windows.layout_args()
 -- Returns how many entities it took from the due set.
--- It names keys it was not passed, so it needs a single Redis, not Redis Cluster.
+-- It names keys it was not passed; on Redis Cluster they share the due set's
+-- hash tag (sinks.redis_layout), so they live in its slot, on its node.
 --
 -- Atomic so values computed from an entity's tiles cannot overwrite those of a
 -- tile write that came in between, and the due set stays in step with them.

@@ -21,6 +21,7 @@ from parity.config import FlinkJobConfig, KafkaConfig
 from parity.reset import ViewReset, reset_view
 from sinks import iceberg
 from sinks.redis import connect
+from sinks.redis_layout import entity_key, view_pattern
 from tests.unit.views import user_stats
 
 from .conftest import wait_for
@@ -44,9 +45,7 @@ def stored(isolated, view):
     other = replace(view, version=4)
     client = connect(isolated.redis)
     for version in (view, other):
-        client.hset(
-            f"{isolated.redis.key_prefix}:{version.name}:v{version.version}:e:u1", "1767225600", "1|1|0"
-        )
+        client.hset(entity_key(isolated.redis.key_prefix, version, "u1"), "1767225600", "1|1|0")
 
     iceberg.ensure_tables(isolated.iceberg, view)
     iceberg.ensure_tables(isolated.iceberg, other)
@@ -142,7 +141,7 @@ def test_dry_run_lists_everything_and_removes_nothing(isolated, view, stored):
     items = [*state.tables, state.raw_table, *state.staging_tables, state.consumer_group]
     for item in (*items, *state.checkpoints, *state.savepoints, state.topic):
         assert item in listed
-    assert f"Redis: 1 key matching {isolated.redis.key_prefix}:{view.name}:v3:*" in listed
+    assert f"Redis: 1 key matching {view_pattern(isolated.redis.key_prefix, view)}" in listed
 
     assert _reset(isolated, view, dry_run=True) == state
     assert state.consumer_group in _groups()
@@ -167,7 +166,7 @@ def test_reset_removes_all_of_it_and_only_it(isolated, view, stored):
     client = connect(isolated.redis)
     try:
         assert client.keys(f"{isolated.redis.key_prefix}:*") == [
-            f"{isolated.redis.key_prefix}:{other.name}:v4:e:u1".encode()
+            entity_key(isolated.redis.key_prefix, other, "u1").encode()
         ]
     finally:
         client.close()

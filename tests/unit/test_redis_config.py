@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from parity.config import RedisConfig
 from serving.online import failure_reason
-from sinks.redis import client_kwargs, explain
+from sinks.redis import client_kwargs, connect, explain
 
 SECRET = "hunter2-not-for-logs"
 
@@ -25,6 +25,9 @@ def no_redis_env(monkeypatch):
         "TLS_CA_FILE",
         "TLS_CERT_FILE",
         "TLS_KEY_FILE",
+        "MODE",
+        "CLUSTER_NODES",
+        "DB",
     ):
         monkeypatch.delenv(f"PARITY_REDIS_{name}", raising=False)
 
@@ -138,3 +141,26 @@ def test_failure_reasons():
     assert failure_reason(redis.exceptions.NoPermissionError("NOPERM")) == "auth"
     assert failure_reason(redis.TimeoutError()) == "timeout"
     assert failure_reason(redis.ConnectionError()) == "unavailable"
+
+
+def test_cluster_mode_takes_seed_nodes_and_refuses_what_a_cluster_cannot_do():
+    cfg = RedisConfig(mode="cluster", cluster_nodes="10.0.0.1:7001,[::1]:7002, r3:7003")
+    assert cfg.seed_nodes() == [("10.0.0.1", 7001), ("[::1]", 7002), ("r3", 7003)]
+    assert RedisConfig(mode="cluster", host="r1", port=7000).seed_nodes() == [("r1", 7000)]
+    with pytest.raises(ValidationError, match="'r1' is not host:port"):
+        RedisConfig(mode="cluster", cluster_nodes="r1,r2:7002")
+    with pytest.raises(ValidationError, match="'r1:0' is not host:port"):
+        RedisConfig(mode="cluster", cluster_nodes="r1:0")
+    with pytest.raises(ValidationError, match="PARITY_REDIS_DB must be 0"):
+        RedisConfig(mode="cluster", db=2)
+    with pytest.raises(ValidationError, match="PARITY_REDIS_MODE is not cluster"):
+        RedisConfig(cluster_nodes="r1:7001")
+
+
+def test_a_cluster_without_an_answering_seed_is_an_unreachable_redis():
+    # Unlike redis.Redis, a cluster client asks a seed for the slot map when it is built.
+    cfg = RedisConfig(mode="cluster", cluster_nodes="127.0.0.1:1", socket_timeout_s=0.2)
+    with pytest.raises(
+        redis.ConnectionError, match=r"no seed .* answered \(PARITY_REDIS_CLUSTER_NODES=127.0.0.1:1\)"
+    ):
+        connect(cfg)

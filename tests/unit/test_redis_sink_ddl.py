@@ -87,3 +87,12 @@ def test_a_view_without_freshness_has_no_live_table():
 
     statements = sink_ddl(replace(user_stats, freshness=None), RedisConfig(), FlinkJobConfig())
     assert not any(LIVE in s for s in statements)
+
+
+def test_cluster_mode_passes_the_seed_nodes_and_single_mode_passes_none():
+    cfg = RedisConfig(mode="cluster", cluster_nodes="10.0.0.1:7001, 10.0.0.2:7002")
+    for made in (options(ddl) for ddl in tables(cfg).values()):
+        assert (made["redis.mode"], made["redis.cluster.nodes"]) == ("cluster", "10.0.0.1:7001,10.0.0.2:7002")
+    seeded_by_host = options(tables(RedisConfig(mode="cluster", host="r1", port=7000))[TILES])
+    assert seeded_by_host["redis.cluster.nodes"] == "r1:7000"
+    assert "redis.mode" not in options(tables()[TILES])

@@ -155,7 +155,7 @@ def test_metrics_and_health(http, fake):
         "lost_views": [],
         "head_watermarks": {"user_stats": None},
     }
-    fake.strings["t:user_stats:v1:head"] = b"1767225601500"
+    fake.strings["t:{user_stats:v1}:head"] = b"1767225601500"
     heads = http.get("/healthz").json()["head_watermarks"]
     assert heads == {"user_stats": "2026-01-01T00:00:01.500000+00:00"}
     fake.fail = down()

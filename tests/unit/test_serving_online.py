@@ -71,14 +71,14 @@ def test_out_of_date_values_are_merged_in_a_second_round_trip_and_equal_assemble
         got = store.get_online_features(ALL, rows, as_of=as_of)
         assert fake.round_trips == before + 2
         for view in (user_stats, spend):
-            completeness = int(fake.strings[f"t:{view.name}:v1:completeness"])
+            completeness = int(fake.strings[f"t:{{{view.name}:v1}}:completeness"])
             for row, values in zip(rows, got, strict=True):
                 expected = assemble(view, store.tiles(view, row["user_id"]), as_of, completeness)
                 for name in view.feature_names:
                     assert values[f"{view.name}:{name}"] == expected[name], (row, name)
     assert sample(metrics, "feature_fetch_latency_seconds_count", source="redis") == 5
     assert sample(metrics, "feature_defaults_served_total", view="user_stats", reason="missing") > 0
-    with_tiles = sum(1 for key in fake.hashes if key.startswith("t:user_stats:"))
+    with_tiles = sum(1 for key in fake.hashes if key.startswith("t:{user_stats:"))
     assert sample(metrics, "feature_entities_read_total", view="user_stats") == 5 * 151
     assert sample(metrics, "feature_entities_merged_total", view="user_stats") == 5 * with_tiles
 
@@ -103,7 +103,7 @@ def test_precomputed_values_serve_the_ends_they_hold_for_and_the_rest_is_merged(
         got = store.get_online_features(ALL, rows, as_of=as_of)
         assert fake.round_trips == before + (2 if any(expect_merged.values()) else 1), hours
         for view in (user_stats, spend):
-            completeness = int(fake.strings[f"t:{view.name}:v1:completeness"])
+            completeness = int(fake.strings[f"t:{{{view.name}:v1}}:completeness"])
             for row, values in zip(rows, got, strict=True):
                 expected = assemble(view, store.tiles(view, row["user_id"]), as_of, completeness)
                 for name in view.feature_names:

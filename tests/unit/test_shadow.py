@@ -24,6 +24,7 @@ from parity.errors import DefinitionError, InputError, ReadError
 from serving import online, shadow
 from serving.assembly import Status, to_ms
 from sinks.base import TileRow
+from sinks.redis_layout import view_head
 from tests.unit.test_serving_fakes import FakeRedis, down
 from tests.unit.views import user_stats
 
@@ -45,9 +46,7 @@ class VersionedFake(FakeRedis):
     def merge(self, call):
         # The base fake picks a view by name; here the key's version decides which one merges.
         key, everything = call[1], self.views
-        self.views = {
-            n: v for n, v in everything.items() if key.startswith(f"{self.prefix}:{v.name}:v{v.version}:")
-        }
+        self.views = {n: v for n, v in everything.items() if key.startswith(view_head(self.prefix, v) + ":")}
         try:
             return super().merge(call)
         finally:
@@ -146,7 +145,7 @@ def test_the_instant_is_the_older_watermark_and_a_later_one_is_noted(fake):
 
 def test_a_version_without_a_watermark_is_refused_unless_as_of_is_given(fake):
     fill(fake)
-    del fake.strings["t:user_stats:v2:completeness"]
+    del fake.strings["t:{user_stats:v2}:completeness"]
     with pytest.raises(ReadError, match=r"no completeness watermark of user_stats_v2.*--as-of"):
         run()
     report = run(as_of=T0 + timedelta(hours=48))

@@ -15,7 +15,8 @@ import java.util.function.LongSupplier;
  * ({@code RedisTileSink.advance_completeness} and {@code refresh} are the Python twins).
  *
  * <p>Safe to repeat: the watermark only moves forward, and a refresh recomputes values from the
- * tiles. {@code refresh_windows.lua} names keys it was not passed, so it needs one Redis.
+ * tiles. {@code refresh_windows.lua} names keys it was not passed, so it needs one Redis, or in a
+ * cluster the view's one slot (every key of the view carries the view's hash tag).
  */
 final class CompletenessWriter extends BatchingWriter {
 

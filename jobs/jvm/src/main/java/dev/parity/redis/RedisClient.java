@@ -9,8 +9,11 @@ import redis.clients.jedis.DefaultRedisCredentials;
 import redis.clients.jedis.HostAndPort;
 import redis.clients.jedis.Jedis;
 import redis.clients.jedis.exceptions.JedisAccessControlException;
+import redis.clients.jedis.exceptions.JedisClusterException;
 import redis.clients.jedis.exceptions.JedisConnectionException;
+import redis.clients.jedis.exceptions.JedisDataException;
 import redis.clients.jedis.exceptions.JedisNoScriptException;
+import redis.clients.jedis.exceptions.JedisRedirectionException;
 
 import javax.net.ssl.SSLContext;
 import javax.net.ssl.SSLException;
@@ -20,7 +23,9 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
+import java.util.stream.Collectors;
 
 /**
  * One connection to the online store for one writer, with the scripts loaded and the job's retry
@@ -35,6 +40,23 @@ import java.util.Map;
  *
  * <p>Over TLS ({@code redis.tls}) the server's certificate must chain to {@code redis.tls.ca-file}
  * (the JVM's CAs without one) and name {@code redis.host}, as the Python clients check it.
+ *
+ * <p>In cluster mode ({@code redis.mode=cluster}) the client still holds one plain connection,
+ * to the master that owns the writer's slot. Every key of a view carries the view's hash tag
+ * ({@code parity:{user_stats:v2}:...}, see sinks.redis_layout), so every key a writer names, and
+ * every key its scripts build from the key heads, hashes to that one slot: each pipeline and each
+ * script call runs whole on one node, as against a single Redis. To connect, the client asks the
+ * seeds ({@code redis.cluster.nodes}), in turn until one answers, for the slot map
+ * ({@code CLUSTER SLOTS}), then connects to the master of the slot of {@link
+ * RedisSinkSettings#routingKey} at the endpoint the cluster announces (over TLS the certificate
+ * must name that host), and loads the scripts there. A redirection ({@code MOVED} or {@code ASK}:
+ * the slot moved in a resharding or a failover), like {@code CLUSTERDOWN} (a failover under way)
+ * and {@code TRYAGAIN} (a migration under way), drops the connection and is retried like an
+ * unreachable Redis, within the same budget: the next attempt asks the seeds for the owner again.
+ * Seeds none of which answers are an unreachable Redis. While a slot migrates the seeds still name
+ * its old owner, which answers {@code ASK} or {@code TRYAGAIN} for the keys already moved: a
+ * migration of a view's slot that outlasts the retry budget fails the job, which restarts from its
+ * checkpoint.
  */
 final class RedisClient implements AutoCloseable {
 
@@ -49,15 +71,21 @@ final class RedisClient implements AutoCloseable {
     }
 
     private final RedisSinkSettings settings;
+    private final boolean cluster;
+    private final String routingKey;
     private final String[] scripts;
     private final Counter retries;
     private final Counter errors;
     private Jedis jedis;
+    /** The node last connected to (cluster mode), for messages. */
+    private HostAndPort node;
     private SSLContext tls;
     private final Map<String, String> shas = new HashMap<>();
 
     RedisClient(RedisSinkSettings settings, Counter retries, Counter errors, String... scripts) {
         this.settings = settings;
+        this.cluster = settings.mode == RedisSinkSettings.Mode.CLUSTER;
+        this.routingKey = settings.routingKey();
         this.scripts = scripts;
         this.retries = retries;
         this.errors = errors;
@@ -74,6 +102,8 @@ final class RedisClient implements AutoCloseable {
         long delay = FIRST_DELAY_MS;
         boolean reloaded = false;
         while (true) {
+            RuntimeException error;
+            String why;
             try {
                 return write.run(connection(), shas);
             } catch (JedisNoScriptException e) {
@@ -83,59 +113,112 @@ final class RedisClient implements AutoCloseable {
                     throw failed(what, e);
                 }
                 reloaded = true;
+                continue;
             } catch (JedisAccessControlException e) {
                 errors.inc();
                 throw failed(what, e);
             } catch (JedisConnectionException e) {
-                if (tlsRefused(e)) {
-                    drop();
-                    errors.inc();
-                    throw failed(what, e);
-                }
                 drop();
-                long now = System.currentTimeMillis();
-                began = began < 0 ? now : began;
-                if (now + delay - began > settings.retryBudgetMs) {
+                if (tlsRefused(e)) {
                     errors.inc();
-                    LOG.error("{}: giving up after {} ms of retries: {}", what, now - began, e.getMessage());
                     throw failed(what, e);
                 }
-                LOG.warn("{}: Redis unavailable ({}); retrying in {} ms", what, e.getMessage(), delay);
-                retries.inc();
-                sleep(delay);
-                delay = Math.min(delay * 2, MAX_DELAY_MS);
+                error = e;
+                why = "Redis unavailable (" + e.getMessage() + ")";
             } catch (RuntimeException e) {
-                errors.inc();
-                throw failed(what, e);
+                if (!cluster || !slotMoving(e)) {
+                    errors.inc();
+                    throw failed(what, e);
+                }
+                // The slot moved (resharding, failover) or is moving: the next attempt asks the
+                // seeds for its owner again.
+                drop();
+                error = e;
+                why = "the Redis Cluster slot of " + routingKey + " is moving (" + e.getMessage() + ")";
             }
+            long now = System.currentTimeMillis();
+            began = began < 0 ? now : began;
+            if (now + delay - began > settings.retryBudgetMs) {
+                errors.inc();
+                LOG.error("{}: giving up after {} ms of retries: {}", what, now - began, error.getMessage());
+                throw failed(what, error);
+            }
+            LOG.warn("{}: {}; retrying in {} ms", what, why, delay);
+            retries.inc();
+            sleep(delay);
+            delay = Math.min(delay * 2, MAX_DELAY_MS);
         }
     }
 
     private Jedis connection() {
         if (jedis == null) {
-            DefaultJedisClientConfig.Builder config = DefaultJedisClientConfig.builder()
-                .connectionTimeoutMillis(settings.socketTimeoutMs)
-                .socketTimeoutMillis(settings.socketTimeoutMs)
-                .database(settings.db)
-                .clientName("parity-sink");
-            if (settings.password != null || settings.passwordFile != null) {
-                config.credentialsProvider(() -> new DefaultRedisCredentials(settings.username, password()));
-            }
-            if (settings.tls) {
-                config.ssl(true).sslSocketFactory(tlsContext().getSocketFactory()).sslParameters(checkHostName());
-            }
-            Jedis fresh = new Jedis(new HostAndPort(settings.host, settings.port), config.build());
+            HostAndPort target = cluster ? owner() : new HostAndPort(settings.host, settings.port);
+            node = target;
+            Jedis fresh = connect(target);
             try {
                 for (String name : scripts) {
                     shas.put(name, fresh.scriptLoad(LuaScripts.load(name)));
                 }
             } catch (RuntimeException e) {
-                fresh.close();
+                quietly(fresh);
                 throw e;
             }
             jedis = fresh;
         }
         return jedis;
+    }
+
+    /** A connection to {@code address} with the job's settings: timeouts, login, TLS. */
+    private Jedis connect(HostAndPort address) {
+        DefaultJedisClientConfig.Builder config = DefaultJedisClientConfig.builder()
+            .connectionTimeoutMillis(settings.socketTimeoutMs)
+            .socketTimeoutMillis(settings.socketTimeoutMs)
+            .database(settings.db)
+            .clientName("parity-sink");
+        if (settings.password != null || settings.passwordFile != null) {
+            config.credentialsProvider(() -> new DefaultRedisCredentials(settings.username, password()));
+        }
+        if (settings.tls) {
+            config.ssl(true).sslSocketFactory(tlsContext().getSocketFactory()).sslParameters(checkHostName());
+        }
+        return new Jedis(address, config.build());
+    }
+
+    /**
+     * Cluster mode: the master owning the slot of the routing key, from the first seed that
+     * answers. A seed that cannot be reached is skipped; one that refuses the login or the TLS
+     * handshake, or is no cluster node, fails the write as a single Redis would.
+     *
+     * @throws JedisConnectionException no seed answered (retried as an unreachable Redis)
+     */
+    private HostAndPort owner() {
+        JedisConnectionException last = null;
+        for (HostAndPort seed : settings.clusterNodes) {
+            node = seed;
+            List<Object> slots;
+            Jedis asked = null;
+            try {
+                asked = connect(seed);
+                slots = asked.clusterSlots();
+            } catch (JedisConnectionException e) {
+                if (tlsRefused(e)) {
+                    throw e;
+                }
+                LOG.warn("Redis Cluster seed {} did not answer: {}", seed, e.getMessage());
+                last = e;
+                continue;
+            } finally {
+                quietly(asked);
+            }
+            return ClusterSlots.owner(ClusterSlots.parse(slots, seed.getHost()), routingKey);
+        }
+        node = null;
+        throw new JedisConnectionException("no seed of the Redis Cluster answered (PARITY_REDIS_CLUSTER_NODES="
+            + seeds() + ")" + (last == null ? "" : ": " + last.getMessage()), last);
+    }
+
+    private String seeds() {
+        return settings.clusterNodes.stream().map(HostAndPort::toString).collect(Collectors.joining(","));
     }
 
     /**
@@ -155,6 +238,16 @@ final class RedisClient implements AutoCloseable {
         SSLParameters parameters = new SSLParameters();
         parameters.setEndpointIdentificationAlgorithm("HTTPS");
         return parameters;
+    }
+
+    /**
+     * Whether a cluster answered that the slot is elsewhere or in transit: a redirection
+     * ({@code MOVED}, {@code ASK}), {@code CLUSTERDOWN} (a failover under way), or {@code TRYAGAIN}
+     * (a script's keys split between two nodes while the slot migrates).
+     */
+    static boolean slotMoving(RuntimeException e) {
+        return e instanceof JedisRedirectionException || e instanceof JedisClusterException
+            || (e instanceof JedisDataException && String.valueOf(e.getMessage()).startsWith("TRYAGAIN"));
     }
 
     /** Whether a connection failed in the TLS handshake (untrusted or misnamed certificate). */
@@ -202,23 +295,47 @@ final class RedisClient implements AutoCloseable {
             while (cause.getCause() != null) {
                 cause = cause.getCause();
             }
-            return "the TLS handshake with Redis at " + settings.address() + " failed (" + cause.getMessage()
+            return "the TLS handshake with Redis at " + where() + " failed (" + cause.getMessage()
                 + "); check PARITY_REDIS_TLS_CA_FILE (the CA that signed the server's certificate, which must "
-                + "name PARITY_REDIS_HOST)";
+                + (cluster ? "name the host the cluster announces for the node, or the seed's host in "
+                    + "PARITY_REDIS_CLUSTER_NODES)" : "name PARITY_REDIS_HOST)");
         }
-        return "Redis at " + settings.address() + ": " + text;
+        if (!cluster && slotMoving(e)) {
+            return "Redis at " + where() + ": " + text + ": it is a Redis Cluster; set PARITY_REDIS_MODE=cluster "
+                + "and PARITY_REDIS_CLUSTER_NODES";
+        }
+        if (cluster && text.contains("cluster support disabled")) {
+            return "Redis at " + where() + ": " + text + ": it is no Redis Cluster; set PARITY_REDIS_MODE=single "
+                + "(with PARITY_REDIS_HOST and PARITY_REDIS_PORT) or name cluster nodes in PARITY_REDIS_CLUSTER_NODES";
+        }
+        if (cluster && node == null) {
+            return text;  // no seed answered: the message names them
+        }
+        return "Redis at " + where() + ": " + text;
+    }
+
+    /** The server a message is about: host:port, or in cluster mode the node and the seeds. */
+    private String where() {
+        if (!cluster) {
+            return settings.address();
+        }
+        return (node == null ? "the Redis Cluster" : node) + " (cluster seeds " + seeds() + ")";
     }
 
     private void drop() {
-        if (jedis != null) {
-            try {
-                jedis.close();
-            } catch (RuntimeException ignored) {
-                // The connection is being dropped because it failed; closing it may fail too.
-            }
-            jedis = null;
-        }
+        quietly(jedis);
+        jedis = null;
         shas.clear();
+    }
+
+    private static void quietly(Jedis connection) {
+        if (connection != null) {
+            try {
+                connection.close();
+            } catch (RuntimeException ignored) {
+                // The connection is being dropped because it failed or is done; closing it may fail too.
+            }
+        }
     }
 
     private static void sleep(long ms) throws IOException {

@@ -27,14 +27,15 @@ public final class RedisSinkFactory implements DynamicTableSinkFactory {
 
     @Override
     public Set<ConfigOption<?>> optionalOptions() {
-        return Set.of(RedisSinkOptions.HOST, RedisSinkOptions.PORT, RedisSinkOptions.DB, RedisSinkOptions.USERNAME,
-            RedisSinkOptions.PASSWORD, RedisSinkOptions.PASSWORD_FILE, RedisSinkOptions.TLS, RedisSinkOptions.TLS_CA_FILE,
-            RedisSinkOptions.TLS_CERT_FILE, RedisSinkOptions.TLS_KEY_FILE, RedisSinkOptions.SOCKET_TIMEOUT,
-            RedisSinkOptions.RETRY_BUDGET, RedisSinkOptions.KEY_TILES, RedisSinkOptions.KEY_WINDOWS,
-            RedisSinkOptions.KEY_DUE, RedisSinkOptions.KEY_COMPLETENESS, RedisSinkOptions.KEY_LATE_EVENTS,
-            RedisSinkOptions.KEY_LATE_COUNTED, RedisSinkOptions.KEY_HEAD, RedisSinkOptions.LAYOUT, RedisSinkOptions.TILE_MS,
-            RedisSinkOptions.HORIZON_MS, RedisSinkOptions.STALENESS_MS, RedisSinkOptions.BATCH_SIZE,
-            RedisSinkOptions.BATCH_INTERVAL, RedisSinkOptions.LIVE_INTERVAL);
+        return Set.of(RedisSinkOptions.MODE, RedisSinkOptions.CLUSTER_NODES, RedisSinkOptions.HOST, RedisSinkOptions.PORT,
+            RedisSinkOptions.DB, RedisSinkOptions.USERNAME, RedisSinkOptions.PASSWORD, RedisSinkOptions.PASSWORD_FILE,
+            RedisSinkOptions.TLS, RedisSinkOptions.TLS_CA_FILE, RedisSinkOptions.TLS_CERT_FILE,
+            RedisSinkOptions.TLS_KEY_FILE, RedisSinkOptions.SOCKET_TIMEOUT, RedisSinkOptions.RETRY_BUDGET,
+            RedisSinkOptions.KEY_TILES, RedisSinkOptions.KEY_WINDOWS, RedisSinkOptions.KEY_DUE,
+            RedisSinkOptions.KEY_COMPLETENESS, RedisSinkOptions.KEY_LATE_EVENTS, RedisSinkOptions.KEY_LATE_COUNTED,
+            RedisSinkOptions.KEY_HEAD, RedisSinkOptions.LAYOUT, RedisSinkOptions.TILE_MS, RedisSinkOptions.HORIZON_MS,
+            RedisSinkOptions.STALENESS_MS, RedisSinkOptions.BATCH_SIZE, RedisSinkOptions.BATCH_INTERVAL,
+            RedisSinkOptions.LIVE_INTERVAL);
     }
 
     @Override

@@ -21,6 +21,12 @@ public final class RedisSinkOptions {
     public static final ConfigOption<String> VIEW = ConfigOptions.key("view").stringType().noDefaultValue()
         .withDescription("The view's qualified name, for metrics and messages.");
 
+    public static final ConfigOption<String> MODE = ConfigOptions.key("redis.mode").stringType().defaultValue("single")
+        .withDescription("'single': one Redis at 'redis.host' and 'redis.port'; 'cluster': a Redis Cluster found "
+            + "through 'redis.cluster.nodes' (PARITY_REDIS_MODE).");
+    public static final ConfigOption<String> CLUSTER_NODES = ConfigOptions.key("redis.cluster.nodes").stringType()
+        .noDefaultValue().withDescription("Cluster mode: comma-separated host:port seeds, asked in turn for the "
+            + "slot map (PARITY_REDIS_CLUSTER_NODES); ignored in single mode.");
     public static final ConfigOption<String> HOST = ConfigOptions.key("redis.host").stringType().defaultValue("127.0.0.1");
     public static final ConfigOption<Integer> PORT = ConfigOptions.key("redis.port").intType().defaultValue(6379);
     public static final ConfigOption<Integer> DB = ConfigOptions.key("redis.db").intType().defaultValue(0);
@@ -30,7 +36,8 @@ public final class RedisSinkOptions {
     public static final ConfigOption<String> PASSWORD_FILE = ConfigOptions.key("redis.password-file").stringType()
         .noDefaultValue().withDescription("Read on every connect, so a rotated password reaches new connections.");
     public static final ConfigOption<Boolean> TLS = ConfigOptions.key("redis.tls").booleanType().defaultValue(false)
-        .withDescription("Connect over TLS, checking that the server's certificate names 'redis.host' (PARITY_REDIS_TLS).");
+        .withDescription("Connect over TLS, checking that the server's certificate names 'redis.host' (in cluster "
+            + "mode: the seed's host, and the host the cluster announces for a node) (PARITY_REDIS_TLS).");
     public static final ConfigOption<String> TLS_CA_FILE = ConfigOptions.key("redis.tls.ca-file").stringType()
         .noDefaultValue().withDescription("PEM CA of the server's certificate; the JVM's CAs when unset.");
     public static final ConfigOption<String> TLS_CERT_FILE = ConfigOptions.key("redis.tls.cert-file").stringType()

@@ -10,9 +10,11 @@ import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 
 import org.apache.flink.metrics.SimpleCounter;
 import org.junit.jupiter.api.io.TempDir;
+import redis.clients.jedis.HostAndPort;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -27,6 +29,150 @@ class RedisSinkSettingsTest {
         options.setString("key.epoch", "p:epoch");
         options.setString("key.late-events", "p:late");
         options.setString("key.late-counted", "p:counted");
+        return options;
+    }
+
+    /** Late-event options of a view whose keys carry its hash tag, in cluster mode. */
+    private static Configuration lateInCluster(String nodes) {
+        Configuration options = new Configuration();
+        options.setString("kind", "late");
+        options.setString("view", "user_stats_v2");
+        options.setString("key.epoch", "parity:{user_stats:v2}:epoch");
+        options.setString("key.late-events", "parity:{user_stats:v2}:late_events");
+        options.setString("key.late-counted", "parity:{user_stats:v2}:late_counted");
+        options.setString("redis.mode", "cluster");
+        if (nodes != null) {
+            options.setString("redis.cluster.nodes", nodes);
+        }
+        return options;
+    }
+
+    @Test
+    void theModeIsSingleByDefault() {
+        RedisSinkSettings settings = new RedisSinkSettings(late());
+        assertEquals(RedisSinkSettings.Mode.SINGLE, settings.mode);
+        assertEquals(List.of(), settings.clusterNodes);
+    }
+
+    @Test
+    void anUnknownModeIsRefusedNamingItAndTheModes() {
+        Configuration options = late();
+        options.setString("redis.mode", "sentinel");
+        ValidationException error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(options));
+        assertTrue(error.getMessage().contains("'redis.mode' is 'sentinel'"), error.getMessage());
+        assertTrue(error.getMessage().contains("use single or cluster"), error.getMessage());
+    }
+
+    @Test
+    void singleModeIgnoresTheClusterNodes() {
+        Configuration options = late();
+        options.setString("redis.mode", "single");
+        options.setString("redis.cluster.nodes", "not a node list");
+        RedisSinkSettings settings = new RedisSinkSettings(options);
+        assertEquals(RedisSinkSettings.Mode.SINGLE, settings.mode);
+        assertEquals(List.of(), settings.clusterNodes);
+    }
+
+    @Test
+    void clusterModeNeedsNodes() {
+        for (String nodes : new String[] {null, "", " , "}) {
+            ValidationException error = assertThrows(ValidationException.class,
+                () -> new RedisSinkSettings(lateInCluster(nodes)));
+            assertTrue(error.getMessage().contains("'redis.cluster.nodes'"), error.getMessage());
+            assertTrue(error.getMessage().contains("set PARITY_REDIS_CLUSTER_NODES"), error.getMessage());
+        }
+    }
+
+    @Test
+    void clusterNodesAreReadInOrder() {
+        RedisSinkSettings settings = new RedisSinkSettings(
+            lateInCluster(" redis-1:7000, 10.0.0.2:7001,[::1]:7002,"));
+        assertEquals(RedisSinkSettings.Mode.CLUSTER, settings.mode);
+        assertEquals(List.of(new HostAndPort("redis-1", 7000), new HostAndPort("10.0.0.2", 7001),
+            new HostAndPort("::1", 7002)), settings.clusterNodes);
+    }
+
+    @Test
+    void theModeIgnoresCase() {
+        Configuration options = lateInCluster("redis-1:7000");
+        options.setString("redis.mode", "Cluster");
+        assertEquals(RedisSinkSettings.Mode.CLUSTER, new RedisSinkSettings(options).mode);
+    }
+
+    @Test
+    void aNodeThatIsNotHostAndPortIsRefusedNamingIt() {
+        for (String bad : new String[] {"redis-1", "redis-1:", ":7000", "redis-1:port", "redis-1:0", "redis-1:65536",
+            "redis-1:-1", "[]:7000"}) {
+            ValidationException error = assertThrows(ValidationException.class,
+                () -> new RedisSinkSettings(lateInCluster("redis-0:7000," + bad)), bad);
+            assertTrue(error.getMessage().contains("'redis.cluster.nodes' has '" + bad + "', not host:port"),
+                error.getMessage());
+            assertTrue(error.getMessage().contains("PARITY_REDIS_CLUSTER_NODES"), error.getMessage());
+        }
+    }
+
+    @Test
+    void clusterModeRefusesADatabaseOtherThanZero() {
+        Configuration options = lateInCluster("redis-1:7000");
+        options.setString("redis.db", "2");
+        ValidationException error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(options));
+        assertTrue(error.getMessage().contains("PARITY_REDIS_DB"), error.getMessage());
+        options.setString("redis.db", "0");
+        new RedisSinkSettings(options);
+    }
+
+    @Test
+    void clusterModeNeedsEveryKeyToCarryTheViewsHashTag() {
+        Configuration untagged = lateInCluster("redis-1:7000");
+        untagged.setString("key.late-counted", "parity:user_stats:v2:late_counted");
+        ValidationException error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(untagged));
+        assertTrue(error.getMessage().contains("'key.late-counted'"), error.getMessage());
+        assertTrue(error.getMessage().contains("hash tag"), error.getMessage());
+
+        Configuration mixed = lateInCluster("redis-1:7000");
+        mixed.setString("key.late-events", "parity:{user_stats:v1}:late_events");
+        error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(mixed));
+        assertTrue(error.getMessage().contains("'key.epoch' has {user_stats:v2} but 'key.late-events' has "
+            + "{user_stats:v1}"), error.getMessage());
+
+        // Single mode keeps any layout.
+        untagged.setString("redis.mode", "single");
+        new RedisSinkSettings(untagged);
+    }
+
+    @Test
+    void aKeyHeadMustHoldTheWholeTag() {
+        Configuration options = tilesInCluster();
+        options.setString("key.tiles", "parity:{user_stats:v2:e:");
+        ValidationException error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(options));
+        assertTrue(error.getMessage().contains("'key.tiles'"), error.getMessage());
+    }
+
+    @Test
+    void theRoutingKeyIsOneOfTheWritersKeys() {
+        assertEquals("parity:{user_stats:v2}:late_events",
+            new RedisSinkSettings(lateInCluster("redis-1:7000")).routingKey());
+        RedisSinkSettings tiles = new RedisSinkSettings(tilesInCluster());
+        assertEquals("parity:{user_stats:v2}:due", tiles.routingKey());
+        Configuration completeness = tilesInCluster();
+        completeness.setString("kind", "completeness");
+        completeness.setString("key.completeness", "parity:{user_stats:v2}:completeness");
+        assertEquals("parity:{user_stats:v2}:completeness", new RedisSinkSettings(completeness).routingKey());
+    }
+
+    private static Configuration tilesInCluster() {
+        Configuration options = new Configuration();
+        options.setString("kind", "tiles");
+        options.setString("view", "user_stats_v2");
+        options.setString("redis.mode", "cluster");
+        options.setString("redis.cluster.nodes", "redis-1:7000");
+        options.setString("key.epoch", "parity:{user_stats:v2}:epoch");
+        options.setString("key.tiles", "parity:{user_stats:v2}:e:");
+        options.setString("key.windows", "parity:{user_stats:v2}:w:");
+        options.setString("key.due", "parity:{user_stats:v2}:due");
+        options.setString("layout", "1,count,3600");
+        options.setString("tile-ms", "60000");
+        options.setString("horizon-ms", "86400000");
         return options;
     }
 
