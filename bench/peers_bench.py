@@ -31,8 +31,10 @@ import redis
 from job_bench import rss_mb, timed_run
 from peers.check import PEERS, delete_topics, make_topic, peer_command, peer_env, verify
 
+from features.user_stats import view as user_stats
 from parity import jobctl
 from parity.config import RedisConfig
+from sinks.redis_layout import entity_key
 from stack.cli import SERVICES
 from stack.config import StackConfig
 
@@ -73,7 +75,8 @@ def _run_side(side: str, topic: str, workdir: Path, components: dict[str, int]) 
             "PARITY_ICEBERG_NAMESPACE": prefix,
             "PARITY_FLINK_CHECKPOINT_DIR": str(workdir / run_id / "checkpoints"),
         }
-        tiles_pattern, cleanup_pattern = f"{prefix}:user_stats:*:e:*", f"{prefix}:*"
+        tiles_pattern = entity_key(prefix, user_stats, "*")
+        cleanup_pattern = f"{prefix}:*"
     else:
         cmd = peer_command(side, topic, run_id)
         env = peer_env()

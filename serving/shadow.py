@@ -3,7 +3,7 @@
 Where the candidate comes from: ``features/<view>_v<N>.py`` defines the view
 with the same name and ``version=N`` (``features.registry.get_candidate``);
 normal loading of views never imports it. Its job writes its own keys
-(``<prefix>:<view>:v<N>:*``) beside the live version's, in the same Redis.
+(``<prefix>:{<view>:v<N>}:*``) beside the live version's, in the same Redis.
 
 Protocol:
 1. The instant: ``as_of`` when given, else the older of the two versions'

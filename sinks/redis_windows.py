@@ -1,7 +1,7 @@
 """Window values in Redis: the one Lua merge, run at write time by the sink and at read time as fallback.
 
 Next to its tile hash, each entity has a string key
-``<prefix>:<view>:v<version>:w:<entity>`` holding the view's window aggregates
+``<prefix>:{<view>:v<version>}:w:<entity>`` holding the view's window aggregates
 merged for two consecutive ranges of window ends, so an online read of many
 entities is one MGET:
 
@@ -46,7 +46,7 @@ the reader sees every such end through the merge.
 A string, not fields in the tile hash: Redis finds a field of a small hash by
 scanning it, and a tile hash holds up to a few hundred tiles.
 
-``<prefix>:<view>:v<version>:due`` is a sorted set of entities by the end of
+``<prefix>:{<view>:v<version>}:due`` is a sorted set of entities by the end of
 what their stored values cover: the event-time timers of the design. When the
 view's completeness watermark advances, the sink recomputes the entities whose
 coverage ends within the next tile period.

@@ -5,8 +5,8 @@
 -- ARGV[1]    the window end (epoch s) to recompute for
 -- ARGV[2]    take the entities whose values are covered up to this end or less
 -- ARGV[3]    at most this many
--- ARGV[4]    the tile key head: <prefix>:<view>:v<N>:e:
--- ARGV[5]    the window key head: <prefix>:<view>:v<N>:w:
+-- ARGV[4]    the tile key head: <prefix>:{<view>:v<N>}:e:
+-- ARGV[5]    the window key head: <prefix>:{<view>:v<N>}:w:
 -- ARGV[6..]  sinks.redis_windows.layout_args()
 -- Returns how many entities it took from the due set.
 -- It names keys it was not passed; on Redis Cluster they share the due set's

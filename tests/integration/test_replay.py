@@ -29,6 +29,7 @@ from serving.assembly import from_ms
 from serving.offline import load_tiles
 from serving.online import OnlineStore
 from sinks import iceberg
+from sinks.redis_layout import late_events_key
 from tests.integration import reference
 from tests.integration.conftest import wait_for
 
@@ -132,8 +133,8 @@ def streamed(isolated, monkeypatch):
 
 
 def late_count(store: OnlineStore, isolated, name: str) -> int:
-    version = CASES[name][0].version
-    return int(store._client.get(f"{isolated.redis.key_prefix}:{name}:v{version}:late_events") or 0)
+    key = late_events_key(isolated.redis.key_prefix, CASES[name][0])
+    return int(store._client.get(key) or 0)
 
 
 def test_stream_and_replay_agree_with_the_reference_and_replay_corrects_late_data(isolated, streamed):
