@@ -81,7 +81,7 @@ def _run_side(side: str, topic: str, workdir: Path, components: dict[str, int]) 
         cmd = peer_command(side, topic, run_id)
         env = peer_env()
         tiles_pattern = cleanup_pattern = f"peer:{side}:{run_id}:e:*"
-    seconds, peak = timed_run(cmd, workdir / f"{side}-{run_id}.log", components, env)
+    seconds, peak, _, _ = timed_run(cmd, workdir / f"{side}-{run_id}.log", components, env, client)
     try:
         tiles = _count_fields(client, tiles_pattern)
     finally:

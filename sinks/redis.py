@@ -211,7 +211,10 @@ class RedisTileSink:
         Raises:
             SinkError: Redis did not answer.
         """
-        self._client = connect(self._cfg)
+        try:
+            self._client = connect(self._cfg)
+        except redis.RedisError as exc:  # a cluster client asks its seeds as it is built
+            raise self._failed(f"Redis did not answer for {self._view.qualified_name}", exc) from exc
         self._set_tiles = self._client.register_script(load_script("set_tiles"))
         self._refresh = self._client.register_script(load_script("refresh_windows"))
         self._advance = self._client.register_script(load_script("advance_completeness"))
@@ -220,8 +223,13 @@ class RedisTileSink:
         if isinstance(self._client, RedisCluster):
             # A cluster pipeline does not load scripts before it runs them, as a plain one does.
             scripts = (self._set_tiles, self._refresh, self._advance, self._mark_pruned, self._count_late)
-            for script in scripts:
-                self._client.script_load(script.script)
+            try:
+                for script in scripts:
+                    self._client.script_load(script.script)
+            except redis.RedisError as exc:
+                raise self._failed(
+                    f"Redis did not load the scripts of {self._view.qualified_name}", exc
+                ) from exc
         self._armed = [self._epoch] if self.epoch() is not None else []
 
     def write(self, rows: Sequence[TileRow]) -> WriteResult:

@@ -9,8 +9,10 @@ import redis
 from pydantic import ValidationError
 
 from parity.config import RedisConfig
+from parity.errors import SinkError
 from serving.online import failure_reason
-from sinks.redis import client_kwargs, connect, explain
+from sinks.redis import RedisTileSink, client_kwargs, connect, explain
+from tests.unit.views import user_stats
 
 SECRET = "hunter2-not-for-logs"
 
@@ -164,3 +166,6 @@ def test_a_cluster_without_an_answering_seed_is_an_unreachable_redis():
         redis.ConnectionError, match=r"no seed .* answered \(PARITY_REDIS_CLUSTER_NODES=127.0.0.1:1\)"
     ):
         connect(cfg)
+    # The sink says so as a SinkError, as for any Redis that does not answer.
+    with pytest.raises(SinkError, match="Redis did not answer for user_stats_v1: no seed"):
+        RedisTileSink(user_stats, cfg).open()
