@@ -47,6 +47,11 @@ class RedisSinkSettingsTest {
         return options;
     }
 
+    /** The message the options are refused with: a ValidationException, as Flink reports it. */
+    private static String refusal(Configuration options) {
+        return assertThrows(ValidationException.class, () -> new RedisSinkSettings(options)).getMessage();
+    }
+
     @Test
     void theModeIsSingleByDefault() {
         RedisSinkSettings settings = new RedisSinkSettings(late());
@@ -58,9 +63,9 @@ class RedisSinkSettingsTest {
     void anUnknownModeIsRefusedNamingItAndTheModes() {
         Configuration options = late();
         options.setString("redis.mode", "sentinel");
-        ValidationException error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(options));
-        assertTrue(error.getMessage().contains("'redis.mode' is 'sentinel'"), error.getMessage());
-        assertTrue(error.getMessage().contains("use single or cluster"), error.getMessage());
+        String error = refusal(options);
+        assertTrue(error.contains("'redis.mode' is 'sentinel'"), error);
+        assertTrue(error.contains("use single or cluster"), error);
     }
 
     @Test
@@ -76,10 +81,9 @@ class RedisSinkSettingsTest {
     @Test
     void clusterModeNeedsNodes() {
         for (String nodes : new String[] {null, "", " , "}) {
-            ValidationException error = assertThrows(ValidationException.class,
-                () -> new RedisSinkSettings(lateInCluster(nodes)));
-            assertTrue(error.getMessage().contains("'redis.cluster.nodes'"), error.getMessage());
-            assertTrue(error.getMessage().contains("set PARITY_REDIS_CLUSTER_NODES"), error.getMessage());
+            String error = refusal(lateInCluster(nodes));
+            assertTrue(error.contains("'redis.cluster.nodes'"), error);
+            assertTrue(error.contains("set PARITY_REDIS_CLUSTER_NODES"), error);
         }
     }
 
@@ -103,11 +107,10 @@ class RedisSinkSettingsTest {
     void aNodeThatIsNotHostAndPortIsRefusedNamingIt() {
         for (String bad : new String[] {"redis-1", "redis-1:", ":7000", "redis-1:port", "redis-1:0", "redis-1:65536",
             "redis-1:-1", "[]:7000"}) {
-            ValidationException error = assertThrows(ValidationException.class,
-                () -> new RedisSinkSettings(lateInCluster("redis-0:7000," + bad)), bad);
-            assertTrue(error.getMessage().contains("'redis.cluster.nodes' has '" + bad + "', not host:port"),
-                error.getMessage());
-            assertTrue(error.getMessage().contains("PARITY_REDIS_CLUSTER_NODES"), error.getMessage());
+            String error = refusal(lateInCluster("redis-0:7000," + bad));
+            assertTrue(error.contains("'redis.cluster.nodes' has '" + bad + "', not host:port"),
+                error);
+            assertTrue(error.contains("PARITY_REDIS_CLUSTER_NODES"), error);
         }
     }
 
@@ -115,8 +118,8 @@ class RedisSinkSettingsTest {
     void clusterModeRefusesADatabaseOtherThanZero() {
         Configuration options = lateInCluster("redis-1:7000");
         options.setString("redis.db", "2");
-        ValidationException error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(options));
-        assertTrue(error.getMessage().contains("PARITY_REDIS_DB"), error.getMessage());
+        String error = refusal(options);
+        assertTrue(error.contains("PARITY_REDIS_DB"), error);
         options.setString("redis.db", "0");
         new RedisSinkSettings(options);
     }
@@ -125,15 +128,15 @@ class RedisSinkSettingsTest {
     void clusterModeNeedsEveryKeyToCarryTheViewsHashTag() {
         Configuration untagged = lateInCluster("redis-1:7000");
         untagged.setString("key.late-counted", "parity:user_stats:v2:late_counted");
-        ValidationException error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(untagged));
-        assertTrue(error.getMessage().contains("'key.late-counted'"), error.getMessage());
-        assertTrue(error.getMessage().contains("hash tag"), error.getMessage());
+        String error = refusal(untagged);
+        assertTrue(error.contains("'key.late-counted'"), error);
+        assertTrue(error.contains("hash tag"), error);
 
         Configuration mixed = lateInCluster("redis-1:7000");
         mixed.setString("key.late-events", "parity:{user_stats:v1}:late_events");
-        error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(mixed));
-        assertTrue(error.getMessage().contains("'key.epoch' has {user_stats:v2} but 'key.late-events' has "
-            + "{user_stats:v1}"), error.getMessage());
+        error = refusal(mixed);
+        assertTrue(error.contains("'key.epoch' has {user_stats:v2} but 'key.late-events' has "
+            + "{user_stats:v1}"), error);
 
         // Single mode keeps any layout.
         untagged.setString("redis.mode", "single");
@@ -144,8 +147,8 @@ class RedisSinkSettingsTest {
     void aKeyHeadMustHoldTheWholeTag() {
         Configuration options = tilesInCluster();
         options.setString("key.tiles", "parity:{user_stats:v2:e:");
-        ValidationException error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(options));
-        assertTrue(error.getMessage().contains("'key.tiles'"), error.getMessage());
+        String error = refusal(options);
+        assertTrue(error.contains("'key.tiles'"), error);
     }
 
     @Test
@@ -180,8 +183,8 @@ class RedisSinkSettingsTest {
     void tlsFilesWithoutTlsAreRefusedNamingTheSetting() {
         Configuration options = late();
         options.setString("redis.tls.ca-file", "/tmp/ca.pem");
-        ValidationException error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(options));
-        assertTrue(error.getMessage().endsWith("set PARITY_REDIS_TLS=true"), error.getMessage());
+        String error = refusal(options);
+        assertTrue(error.endsWith("set PARITY_REDIS_TLS=true"), error);
     }
 
     @Test
@@ -189,8 +192,8 @@ class RedisSinkSettingsTest {
         Configuration options = late();
         options.setString("redis.tls", "true");
         options.setString("redis.tls.key-file", "/tmp/client.key");
-        ValidationException error = assertThrows(ValidationException.class, () -> new RedisSinkSettings(options));
-        assertTrue(error.getMessage().contains("PARITY_REDIS_TLS_CERT_FILE"), error.getMessage());
+        String error = refusal(options);
+        assertTrue(error.contains("PARITY_REDIS_TLS_CERT_FILE"), error);
     }
 
     @Test
