@@ -49,7 +49,6 @@ from parity.config import FlinkJobConfig, IcebergConfig, KafkaConfig, RedisConfi
 from parity.errors import JobError
 from parity.lineage import LineageRun
 from sinks import iceberg, repair
-from sinks.flink_udf import late_events_udf, redis_completeness_udf, redis_tiles_udf
 from sinks.redis import connect
 from sinks.redis_layout import completeness_key
 
@@ -65,6 +64,9 @@ def table_environment(view: FeatureView, flink: FlinkJobConfig, *, streaming: bo
     if streaming:
         # Before anything starts PyFlink's JVM, which runs a local job's mini-cluster.
         os.environ.setdefault("JVM_ARGS", f"-Xmx{flink.local_heap}")
+        # glibc gives each of the JVM's many threads a malloc arena of its own (up to 8 per
+        # core), and native allocations (zstd, Netty) spread over them; two keep RSS lower.
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     if streaming and flink.metrics_ports:
         _reporter_on_classpath()  # before anything starts PyFlink's JVM
     settings = EnvironmentSettings.in_streaming_mode() if streaming else EnvironmentSettings.in_batch_mode()
@@ -75,9 +77,18 @@ def table_environment(view: FeatureView, flink: FlinkJobConfig, *, streaming: bo
         conf.set("metrics.reporter.prom.factory.class", PROMETHEUS_REPORTER)
         conf.set("metrics.reporter.prom.host", "127.0.0.1")
         conf.set("metrics.reporter.prom.port", flink.metrics_ports)
+    if streaming:
+        # A local job's mini-cluster only (a cluster sizes its TaskManagers itself): the
+        # window operators' buffers need far less than the default 128 MB, which they hold
+        # off-heap for the whole run.
+        conf.set("taskmanager.memory.managed.size", flink.local_managed_memory)
     # Tiles align to UTC; TIMESTAMP_LTZ values are rendered in UTC too.
     conf.set("table.local-time-zone", "UTC")
     conf.set("parallelism.default", str(flink.parallelism))
+    # Chained operators pass rows without copying them. Flink SQL's operators copy what
+    # they keep, and parity's JVM sinks turn each row into strings as it arrives; the
+    # source's six outputs otherwise copied every event six times.
+    conf.set("pipeline.object-reuse", "true")
     conf.set("pipeline.name", f"parity-{view.qualified_name}{'' if streaming else '-replay'}")
     conf.set("python.executable", sys.executable)
     conf.set("python.client.executable", sys.executable)
@@ -199,6 +210,10 @@ def bind_sinks(
             "online reads at now lag by up to a tile plus the allowed lateness",
             view.qualified_name,
         )
+    # Here, not at the top: the Python functions bring pandas, about 50 MB the client of a
+    # JVM-sink job would hold for its whole run.
+    from sinks.flink_udf import late_events_udf, redis_completeness_udf, redis_tiles_udf
+
     env.create_temporary_function("parity_redis_tiles", redis_tiles_udf(view.name, redis_cfg))
     env.create_temporary_function("parity_redis_completeness", redis_completeness_udf(view.name, redis_cfg))
     env.create_temporary_function("parity_late_events", late_events_udf(view.name, redis_cfg))

@@ -396,7 +396,11 @@ class FlinkJobConfig(BaseSettings):
     # Heap of the JVM that runs a local job's mini-cluster (`parity job run`; JVM_ARGS, when
     # set, wins). Unset, Java takes a quarter of the machine's memory and keeps what it grew
     # to. A standalone or Kubernetes cluster sizes its TaskManagers itself.
-    local_heap: str = Field(default="1g", pattern=r"^\d+[mg]$")
+    local_heap: str = Field(default="768m", pattern=r"^\d+[mg]$")
+    # Managed (off-heap) memory of that mini-cluster, which Flink SQL's window buffers use.
+    # 768m and 64m keep a local job's process tree near 1.5 GB at the same rate; 512m of
+    # heap cost it a quarter of its rate (bench/job_bench.py, README).
+    local_managed_memory: str = Field(default="64m", pattern=r"^\d+[mg]$")
     # The JVM sink's batches: written when this many tiles wait, after this long, and
     # always before a checkpoint or on a watermark.
     redis_batch_size: int = Field(default=2000, ge=1)
