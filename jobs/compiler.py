@@ -85,6 +85,15 @@ class CompiledPipeline:
             reads only rows that are not late, so a row behind the watermark
             never starts a tile's total again from zero; its state lives for
             ``live_state_ttl`` after a tile's last row. Streaming only.
+
+            Unless compiled with ``live_backlog``, it also skips a backlog: rows
+            whose tile started more than ``live_state_ttl`` before the wall
+            clock. The state's TTL runs on the wall clock, so catching up days
+            of events would otherwise keep a total for every (entity, tile) read
+            in the last TTL, hundreds of millions of them for a large backlog,
+            each of a tile the watermark closes moments later. Such rows reach
+            Redis as closed tiles only; a stream read as it happens loses
+            nothing, as its open tiles are younger than that.
     """
 
     view: FeatureView
@@ -103,8 +112,10 @@ class CompiledPipeline:
         ]
 
 
-def compile_view(view: FeatureView) -> CompiledPipeline:
+def compile_view(view: FeatureView, *, live_backlog: bool = False) -> CompiledPipeline:
     """Compile a view's tile aggregation. The same text serves streaming and replay.
+
+    ``live_backlog`` keeps live totals for tiles of any age (see ``live_query``).
 
     Raises:
         DefinitionError: an aggregation names a field the source schema lacks.
@@ -165,6 +176,9 @@ def compile_view(view: FeatureView) -> CompiledPipeline:
         f"* {tile_minutes} AS BIGINT) * 60000"
     )
     hint = f"/*+ STATE_TTL('live_rows' = '{int(ttl.total_seconds())} s') */"
+    # UNIX_TIMESTAMP() is the wall clock, read again for every row.
+    horizon = f"(UNIX_TIMESTAMP() - {int(ttl.total_seconds())}) * 1000"
+    backlog = "" if live_backlog else f"    AND {tile_start} >= {horizon}\n"
     # Only quoted identifiers and numbers are interpolated, as in the tile query.
     live_query = (
         "SELECT "  # noqa: S608
@@ -176,7 +190,7 @@ def compile_view(view: FeatureView) -> CompiledPipeline:
         f"FROM (\n  SELECT *, {tile_start} AS tile_start_ms\n  FROM {quote(source_table)}\n"
         f"  WHERE {quote(key)} IS NOT NULL AND CHAR_LENGTH({quote(key)}) > 0\n"
         # Before the first watermark CURRENT_WATERMARK is NULL and no row is late.
-        f"    AND NOT COALESCE({late_condition}, FALSE)\n) AS live_rows\n"
+        f"    AND NOT COALESCE({late_condition}, FALSE)\n" + backlog + ") AS live_rows\n"
         f"GROUP BY {quote(key)}, tile_start_ms"
     )
     return CompiledPipeline(

@@ -393,6 +393,11 @@ class FlinkJobConfig(BaseSettings):
     # 'parity-redis' sink of jobs/jvm (no Python worker in the data path), or "python",
     # the vectorized Python functions of sinks.flink_udf. Both run the same Lua scripts.
     redis_sink: Literal["jvm", "python"] = "jvm"
+    # Live totals also for a backlog's tiles, those that started more than the live state's
+    # TTL (2 tiles + lateness) before the wall clock: off, a catch-up writes them closed
+    # only, and the live state stays as small as a stream read as it happens needs
+    # (jobs.compiler.CompiledPipeline.live_query).
+    live_backlog: bool = False
     # Heap of the JVM that runs a local job's mini-cluster (`parity job run`; JVM_ARGS, when
     # set, wins). Unset, Java takes a quarter of the machine's memory and keeps what it grew
     # to. A standalone or Kubernetes cluster sizes its TaskManagers itself.

@@ -75,6 +75,8 @@ def settings(cfg: StackConfig) -> dict[str, str]:
         "metrics.reporter.prom.factory.class": PROMETHEUS_REPORTER,
         "metrics.reporter.prom.host": h,
         "metrics.reporter.prom.port": f"{cfg.flink_metrics_ports[0]}-{cfg.flink_metrics_ports[1]}",
+        # A chained task's name lists all its operators; operator_name labels a metric enough.
+        "metrics.reporter.prom.scope.variables.excludes": "task_name",
         **cfg.flink_extra_conf,
     }
 

@@ -30,7 +30,7 @@ from serving.online import OnlineStore
 from serving.skew import check_skew
 from sinks.redis import connect
 from sinks.redis_layout import late_events_key
-from tests.chaos.test_continuity import _check_stores
+from tests.chaos.test_continuity import _check_stores, _closed, _online
 from tests.integration import reference
 
 pytestmark = pytest.mark.integration
@@ -98,6 +98,7 @@ def _check_offline_equals_online(iceberg: IcebergConfig, online: list[dict], t_m
 
 
 def test_reads_at_now_include_the_head_and_equal_the_reference_restarts_keep_it(isolated):
+    isolated.live_backlog = False  # the default: these events are recent, none is a backlog
     now = datetime.now(UTC)
     first = _events(now, seed=1, count=3000, span=timedelta(hours=30))
     # The newest event of each user's head is what it is about: one second old for some.
@@ -178,3 +179,24 @@ def _head_events(store: OnlineStore, user: str, now: datetime) -> int:
     """Events in the user's tile of the hour holding ``now``, as Redis has it (0 without one)."""
     start = to_ms(now) - to_ms(now) % reference.HOUR_MS
     return next((t.events for t in store.tiles(user_stats, user) if t.start_ms == start), 0)
+
+
+def test_a_backlog_reaches_redis_as_closed_tiles_only(isolated):
+    """Events from days ago keep no live totals (the default); their tiles are written closed.
+
+    The last hours of the backlog are still open by the watermark, so with live totals
+    for a backlog (as the other tests run) Redis would hold their live tiles.
+    """
+    isolated.live_backlog = False
+    start = datetime.now(UTC) - timedelta(days=3)
+    events = _events(start + timedelta(hours=10), seed=5, count=600, span=timedelta(hours=10))
+    _send(events, isolated.topic)
+    isolated.wait(isolated.start_job("user_stats", bounded=True), timeout=300)
+
+    completeness = _check_stores(isolated, events, live_kept=False)
+    truth = reference.tiles(events)
+    open_by_watermark = {k for k in truth if k not in _closed(truth, completeness)}
+    assert open_by_watermark, "the backlog's newest hours are still open by the watermark"
+    held, _ = _online(isolated, sorted({u for u, _ in truth}))
+    live = {k for k in held if k not in _closed(held, completeness)}
+    assert live == set(), f"live tiles written for a backlog: {sorted(live)[:3]}"

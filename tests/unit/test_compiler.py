@@ -26,6 +26,19 @@ def test_compiled_sql_matches_the_committed_snapshot(name):
     assert rendered(view) == expected
 
 
+def test_live_totals_skip_a_backlog_unless_asked():
+    # Tiles older than the live state's TTL (2 hours + 5 minutes) by the wall clock.
+    horizon = "* 60000 >= (UNIX_TIMESTAMP() - 7500) * 1000"
+    assert compile_view(user_stats).live_state_ttl.total_seconds() == 7500
+    assert horizon in compile_view(user_stats).live_query
+    # Kept, the query is the same but for that one condition.
+    lines = compile_view(user_stats).live_query.splitlines(keepends=True)
+    assert (
+        "".join(line for line in lines if "UNIX_TIMESTAMP" not in line)
+        == compile_view(user_stats, live_backlog=True).live_query
+    )
+
+
 def test_tile_query_is_a_tumble_of_the_tile_size():
     sql = compile_view(user_stats).tile_query
     assert "TUMBLE(TABLE `user_stats_v2_events`, DESCRIPTOR(`event_time`), INTERVAL '1' HOUR(2))" in sql
