@@ -2,14 +2,17 @@
 
 With the stack up and the peers installed (``bench/peers/setup.sh``):
 
-    .venv/bin/python bench/peers_bench.py [--events 1000000] [--runs 3] [--sides parity bytewax quix]
+    .venv/bin/python bench/peers_bench.py [--events 1000000] [--runs 3]
+        [--sides parity parity-redis-only bytewax quix]
 
 1. fills one fresh topic with N generated events (20k users over 30 days, seed 1: the
    topic of bench/job_bench.py);
 2. checks each peer on a small topic first (bench/peers/check.py) and stops if one differs;
 3. times ``--runs`` rounds; each round runs every side once, in an order rotated from
    round to round: parity's feature job (bounded, as bench/job_bench.py runs it, with
-   fresh Redis keys, Iceberg namespace and checkpoints) and each peer (bench/peers/);
+   fresh Redis keys, Iceberg namespace and checkpoints), the same job without its
+   Iceberg writers (``parity-redis-only``, like for like with the peers) and each peer
+   (bench/peers/);
 4. samples the resident memory of each side's process tree, and of the stack services.
 
 Every run includes its engine's start-up and ends when the engine has read the topic to
@@ -40,7 +43,10 @@ from stack.config import StackConfig
 
 ROOT = jobctl.PROJECT_ROOT
 PARITY = "parity"
-SIDES = (PARITY, *PEERS)
+# parity without its Iceberg writers (tiles, progress, raw archive): what the peers do.
+PARITY_REDIS_ONLY = "parity-redis-only"
+PARITY_SIDES = {PARITY: [], PARITY_REDIS_ONLY: ["archive", "iceberg-tiles", "iceberg-progress"]}
+SIDES = (*PARITY_SIDES, *PEERS)
 
 
 def _redis() -> redis.Redis:
@@ -67,9 +73,11 @@ def _run_side(side: str, topic: str, workdir: Path, components: dict[str, int]) 
     """One timed run of a side over the whole topic: seconds, peak RSS and tiles written."""
     run_id = uuid.uuid4().hex[:8]
     client = _redis()
-    if side == PARITY:
+    if side in PARITY_SIDES:
         prefix = f"peersbench{run_id}"
         cmd = jobctl.stream_command("user_stats", bounded=True, topic=topic, group_id=f"peers-bench-{run_id}")
+        for writer in PARITY_SIDES[side]:
+            cmd += ["--skip", writer]
         env = {
             "PARITY_REDIS_KEY_PREFIX": prefix,
             "PARITY_ICEBERG_NAMESPACE": prefix,
@@ -105,7 +113,7 @@ def main() -> int:
 
     cfg = StackConfig()
     components = {s.name: pid for s in SERVICES if s.name != "flink" and (pid := s.info(cfg).pid)}
-    peers = [s for s in sides if s != PARITY]
+    peers = [s for s in sides if s not in PARITY_SIDES]
     if peers:
         print(f"checking {', '.join(peers)} against the reference ...", file=sys.stderr)
         if verify(peers) != 0:
@@ -143,10 +151,12 @@ def main() -> int:
                 name: round(max(r.get(name, 0.0) for r in runs)) for name in components if name in runs[0]
             },
         }
-    if PARITY in medians and peers:
+    if peers:
         faster = max(peers, key=medians.__getitem__)
         report["faster_peer"] = faster
-        report["ratio_parity_to_faster_peer"] = round(medians[PARITY] / medians[faster], 3)
+        for side in (s for s in PARITY_SIDES if s in medians):
+            ratio = round(medians[side] / medians[faster], 3)
+            report[f"ratio_{side.replace('-', '_')}_to_faster_peer"] = ratio
     report["stack_rss_mb_now"] = {name: round(rss_mb([pid])) for name, pid in components.items()}
     print(json.dumps(report, indent=2))
     return 0
