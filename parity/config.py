@@ -404,7 +404,7 @@ class FlinkJobConfig(BaseSettings):
     local_heap: str = Field(default="768m", pattern=r"^\d+[mg]$")
     # Managed (off-heap) memory of that mini-cluster, which Flink SQL's window buffers use.
     # 768m and 64m keep a local job's process tree near 1.5 GB at the same rate; 512m of
-    # heap cost it a quarter of its rate (bench/job_bench.py, README).
+    # heap cost it about a fifth of its rate in one run (bench/job_bench.py, README).
     local_managed_memory: str = Field(default="64m", pattern=r"^\d+[mg]$")
     # The JVM sink's batches: written when this many tiles wait, after this long, and
     # always before a checkpoint or on a watermark.

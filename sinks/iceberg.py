@@ -228,8 +228,8 @@ def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
 # and a table pyiceberg creates has none. zstd costs the job a fraction of gzip's CPU.
 TABLE_PROPERTIES = {"write.parquet.compression-codec": "zstd"}
 # The archive takes a row per event, the job's widest write. Dictionary encoding was a
-# third of the CPU its Parquet writer spent: the offsets, times and ids fill each page's
-# dictionary and then re-encode plain anyway; zstd still packs the repeated strings.
+# third of the CPU the job's Parquet writers spent: the offsets, times and ids fill each
+# page's dictionary and then re-encode plain anyway; zstd still packs repeated strings.
 ARCHIVE_PROPERTIES = {"parquet.enable.dictionary": "false"}
 
 
