@@ -214,6 +214,9 @@ class Secured:
             # One partition: one source subtask, none idle.
             "PARITY_FLINK_PARALLELISM": "1",
             "PARITY_FLINK_REDIS_SINK": "jvm",
+            # The events are from March, a backlog by the wall clock: live totals for it
+            # too, so the closer's open tile moves the head watermark the test checks.
+            "PARITY_FLINK_LIVE_BACKLOG": "true",
             # The shared stack's jobs own the metrics ports.
             "PARITY_FLINK_METRICS_PORTS": "",
             # Flink's own log, kept with the test's files (and checked for secrets).
