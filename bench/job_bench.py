@@ -58,7 +58,7 @@ from stack.process import descendants
 ROOT = jobctl.PROJECT_ROOT
 
 
-def rss_mb(pids: list[int]) -> float:
+def pss_mb(pids: list[int]) -> float:
     """Resident memory of these processes, as their proportional set size (Pss).
 
     Pss splits a page shared by several processes between them, so a forked child
@@ -93,7 +93,7 @@ def command_name(pid: int) -> str:
 
 
 class MemorySampler(threading.Thread):
-    """Peak RSS per component, sampled every 0.5 s."""
+    """Peak memory (Pss) per component, sampled every 0.5 s."""
 
     def __init__(self, components: dict[str, int], job_pid: int) -> None:
         super().__init__(daemon=True)
@@ -106,12 +106,12 @@ class MemorySampler(threading.Thread):
     def run(self) -> None:
         while not self.done.is_set():
             for name, pid in self.components.items():
-                self._record(name, rss_mb([pid, *descendants(pid)]))
-            tree = [self.job_pid, *descendants(self.job_pid)]
-            side = rss_mb(tree)
+                self._record(name, pss_mb([pid, *descendants(pid)]))
+            parts = {pid: pss_mb([pid]) for pid in [self.job_pid, *descendants(self.job_pid)]}
+            side = sum(parts.values())
             if side > self.peak.get(SIDE_TREE, 0.0):
                 # What the peak is made of: a spike is otherwise impossible to place.
-                self.peak_parts = {f"{pid} {command_name(pid)}": rss_mb([pid]) for pid in tree}
+                self.peak_parts = {f"{pid} {command_name(pid)}": mb for pid, mb in parts.items()}
             self._record(SIDE_TREE, side)
             time.sleep(0.5)
 
@@ -207,7 +207,7 @@ def timed_run(
         sys.exit(f"{' '.join(cmd[:4])} failed with {code}; see {log}")
     parts = sorted(sampler.peak_parts.items(), key=lambda kv: -kv[1])
     print(
-        f"  peak RSS of the side: {sum(mb for _, mb in parts):,.0f} MB = "
+        f"  peak memory (Pss) of the side: {sum(mb for _, mb in parts):,.0f} MB = "
         + " + ".join(f"{name} {mb:,.0f}" for name, mb in parts if mb >= 1),
         flush=True,
     )

@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 
 import redis
-from job_bench import rss_mb, timed_run
+from job_bench import pss_mb, timed_run
 from peers.check import PEERS, delete_topics, make_topic, peer_command, peer_env, verify
 
 from features.user_stats import view as user_stats
@@ -157,7 +157,7 @@ def main() -> int:
         for side in (s for s in PARITY_SIDES if s in medians):
             ratio = round(medians[side] / medians[faster], 3)
             report[f"ratio_{side.replace('-', '_')}_to_faster_peer"] = ratio
-    report["stack_rss_mb_now"] = {name: round(rss_mb([pid])) for name, pid in components.items()}
+    report["stack_rss_mb_now"] = {name: round(pss_mb([pid])) for name, pid in components.items()}
     print(json.dumps(report, indent=2))
     return 0
 
