@@ -244,6 +244,13 @@ class RedisConfig(BaseSettings):
             raise ValueError("PARITY_REDIS_CLUSTER_NODES is set but PARITY_REDIS_MODE is not cluster")
         return self
 
+    @property
+    def address(self) -> str:
+        """Where the online store is, for messages: host:port, or a cluster's seeds."""
+        if self.mode == "single":
+            return f"{self.host}:{self.port}"
+        return ",".join(f"{host}:{port}" for host, port in self.seed_nodes()) + " (cluster seeds)"
+
     def seed_nodes(self) -> list[tuple[str, int]]:
         """The cluster's seed nodes as (host, port): ``cluster_nodes``, else host and port."""
         if self.cluster_nodes is None:

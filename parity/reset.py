@@ -303,6 +303,6 @@ def _kafka_error(kafka: KafkaConfig, reason: object) -> ParityError:
 
 def _redis_error(cfg: RedisConfig, exc: redis.RedisError) -> ParityError:
     return ParityError(
-        f"Redis at {cfg.host}:{cfg.port} did not answer ({str(exc).rstrip('.')}). "
+        f"Redis at {cfg.address} did not answer ({str(exc).rstrip('.')}). "
         "Start the local stack with `make up` or set PARITY_REDIS_HOST and PARITY_REDIS_PORT."
     )

@@ -413,7 +413,7 @@ class OnlineStore:
             raw = self._client.get(completeness_key(self._cfg.key_prefix, view))
         except redis.RedisError as exc:
             raise ReadError(
-                f"Redis at {self._cfg.host}:{self._cfg.port} did not answer: {explain(self._cfg, exc)}"
+                f"Redis at {self._cfg.address} did not answer: {explain(self._cfg, exc)}"
             ) from exc
         return int(raw) if raw is not None else None
 
@@ -427,7 +427,7 @@ class OnlineStore:
             stored = self._client.hgetall(entity_key(self._cfg.key_prefix, view, entity))
         except redis.RedisError as exc:
             raise ReadError(
-                f"Redis at {self._cfg.host}:{self._cfg.port} did not answer: {explain(self._cfg, exc)}"
+                f"Redis at {self._cfg.address} did not answer: {explain(self._cfg, exc)}"
             ) from exc
         return [Tile(s, e, v) for s, e, v in decode_tiles(view, stored)]
 
@@ -446,7 +446,7 @@ class OnlineStore:
                     break
         except redis.RedisError as exc:
             raise ReadError(
-                f"Redis at {self._cfg.host}:{self._cfg.port} did not answer: {explain(self._cfg, exc)}"
+                f"Redis at {self._cfg.address} did not answer: {explain(self._cfg, exc)}"
             ) from exc
         return found
 

@@ -102,6 +102,10 @@ def build_client(cfg: RedisConfig, kwargs: dict[str, Any]) -> Client:
     if cfg.mode == "single":
         return redis.Redis(**kwargs)
     node_kwargs = {k: v for k, v in kwargs.items() if k not in ("host", "port", "db")}
+    # The cluster's own retry (its nodes' connections still have none): one more attempt
+    # after the slot-map refresh that a refused connection asks for. Without it, the first
+    # call after a failover failed on the dead master's address though the replica serves.
+    node_kwargs["retry"] = Retry(NoBackoff(), 1)
     seeds = [ClusterNode(host, port) for host, port in cfg.seed_nodes()]  # type: ignore[no-untyped-call]
     try:
         # Unlike redis.Redis, it asks a seed for the slot map right away.
@@ -261,8 +265,7 @@ class RedisTileSink:
             applied = sum(int(n) for n in pipe.execute())
         except redis.RedisError as exc:
             raise self._failed(
-                f"Redis at {self._cfg.host}:{self._cfg.port} did not take {len(rows)} tiles of "
-                f"{self._view.qualified_name}",
+                f"Redis at {self._cfg.address} did not take {len(rows)} tiles of {self._view.qualified_name}",
                 exc,
             ) from exc
         return WriteResult(applied=applied, refused_stale=len(rows) - applied)

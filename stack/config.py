@@ -28,9 +28,14 @@ class StackConfig(BaseSettings):
     registry_port: int = Field(default=18081, ge=1, le=65535)
     registry_management_port: int = Field(default=18091, ge=1, le=65535)
     redis_port: int = Field(default=16379, ge=1, le=65535)
-    # The optional redis-cluster service's three masters; each also listens on port + 10000
-    # (the cluster bus that nodes gossip over).
-    redis_cluster_ports: tuple[int, int, int] = (17001, 17002, 17003)
+    # The optional redis-cluster service's nodes; each also listens on port + 10000 (the
+    # cluster bus that nodes gossip over). Three masters, each with redis_cluster_replicas
+    # replicas: 3 * (1 + replicas) ports.
+    redis_cluster_ports: tuple[int, ...] = (17001, 17002, 17003)
+    redis_cluster_replicas: int = Field(default=0, ge=0, le=2)
+    # How long a master may be silent before the others mark it failed and a replica takes
+    # over (Redis's cluster-node-timeout).
+    redis_cluster_node_timeout_ms: int = Field(default=5000, ge=100)
     flink_rest_port: int = Field(default=18088, ge=1, le=65535)
     flink_rpc_port: int = Field(default=16123, ge=1, le=65535)
     # TaskManagers `up` starts, each with the cluster's taskmanager.numberOfTaskSlots slots.
@@ -69,12 +74,17 @@ class StackConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _redis_cluster_ports_have_room_for_the_bus(self) -> StackConfig:
-        ports = self.redis_cluster_ports
-        if len(set(ports)) != len(ports) or not all(1 <= p <= 65535 - BUS_OFFSET for p in ports):
+        ports, nodes = self.redis_cluster_ports, 3 * (1 + self.redis_cluster_replicas)
+        if (
+            len(ports) != nodes
+            or len(set(ports)) != len(ports)
+            or not all(1 <= p <= 65535 - BUS_OFFSET for p in ports)
+        ):
             raise ValueError(
-                f"redis_cluster_ports {ports} must be three different ports of at most "
-                f"{65535 - BUS_OFFSET} (each node's cluster bus listens {BUS_OFFSET} higher); "
-                "fix PARITY_STACK_REDIS_CLUSTER_PORTS"
+                f"redis_cluster_ports {ports} must be {nodes} different ports (3 masters, "
+                f"{self.redis_cluster_replicas} replica(s) each) of at most {65535 - BUS_OFFSET} "
+                f"(each node's cluster bus listens {BUS_OFFSET} higher); "
+                "fix PARITY_STACK_REDIS_CLUSTER_PORTS or PARITY_STACK_REDIS_CLUSTER_REPLICAS"
             )
         return self
 

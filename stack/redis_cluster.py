@@ -7,8 +7,10 @@ find it through ``seeds`` (PARITY_REDIS_CLUSTER_NODES).
 
 Each node is a redis-server in the foreground with its own folder under
 ``.parity/redis-cluster/<port>``, config, pid file and log file. The first
-start joins the empty nodes with ``redis-cli --cluster create`` (no replicas:
-a developer machine needs the slots spread, not failover). Each node keeps
+start joins the empty nodes with ``redis-cli --cluster create``. By default
+without replicas: a developer machine needs the slots spread, not failover.
+PARITY_STACK_REDIS_CLUSTER_REPLICAS=1 (and six ports) gives each master a
+replica that takes over when it dies, as in production. Each node keeps
 what it knows of the cluster in the ``nodes.conf`` of its folder, so a restart
 rejoins the same cluster without creating it again. Like the single Redis:
 no persistence (the online store is rebuilt from Kafka) and never evicting (a
@@ -23,7 +25,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from parity.errors import StackError
@@ -76,7 +78,7 @@ def config_text(cfg: StackConfig, port: int, data_dir: Path) -> str:
         # Relative to dir: each node writes its own. It is the node's cluster membership, kept
         # across restarts; deleting it makes the node forget the cluster.
         "cluster-config-file nodes.conf\n"
-        "cluster-node-timeout 5000\n"
+        f"cluster-node-timeout {cfg.redis_cluster_node_timeout_ms}\n"
         'save ""\n'
         "appendonly no\n"
         "maxmemory 0\n"  # no limit on a developer machine
@@ -204,7 +206,15 @@ def _spawn_node(cfg: StackConfig, server: str, port: int) -> subprocess.Popen[by
 
 
 def _create(cfg: StackConfig, cli: str) -> None:
-    argv = [cli, "--cluster", "create", *addresses(cfg), "--cluster-replicas", "0", "--cluster-yes"]
+    argv = [
+        cli,
+        "--cluster",
+        "create",
+        *addresses(cfg),
+        "--cluster-replicas",
+        str(cfg.redis_cluster_replicas),
+        "--cluster-yes",
+    ]
     _log(cfg, f"creating the cluster: {' '.join(argv)}")
     try:
         result = subprocess.run(
@@ -276,12 +286,27 @@ def _pings(host: str, port: int) -> bool:
 
 
 def is_up(cfg: StackConfig) -> bool:
-    """Every node answers and sees the whole cluster serving all slots."""
+    """Every node answers and sees the whole cluster serving all slots, and every replica is in sync.
+
+    A replica that has not finished its first sync with its master cannot take
+    over from it, so until then the cluster is not up as configured.
+    """
     nodes = len(cfg.redis_cluster_ports)
     try:
-        return all(serving(cluster_info(cfg.host, port), nodes) for port in cfg.redis_cluster_ports)
+        if not all(serving(cluster_info(cfg.host, port), nodes) for port in cfg.redis_cluster_ports):
+            return False
+        roles = [
+            parse_info(command(cfg.host, port, "INFO", "replication")) for port in cfg.redis_cluster_ports
+        ]
     except (OSError, StackError):
         return False
+    return replicas_in_sync(roles, 3 * cfg.redis_cluster_replicas)
+
+
+def replicas_in_sync(roles: Sequence[Mapping[str, str]], replicas: int) -> bool:
+    """The nodes' INFO replication show ``replicas`` replicas, each linked to its master."""
+    linked = [r for r in roles if r.get("role") == "slave" and r.get("master_link_status") == "up"]
+    return len(linked) == replicas and sum(r.get("role") == "slave" for r in roles) == replicas
 
 
 def info(cfg: StackConfig) -> Info:

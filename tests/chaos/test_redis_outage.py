@@ -177,20 +177,23 @@ def test_the_job_rides_out_a_redis_fault(isolated, proxy, fault, seconds):
     if restarts_expected:
         assert restarts and restarts >= 1, f"the job never restarted:\n{isolated.log_tail()}"
     else:
-        # A Python function's metrics reach Flink when its bundle ends, and the reporter
-        # when it is next scraped, so after the fault and not at once.
-        retries = wait_for(
-            lambda: local_job_metric(
-                "flink_taskmanager_job_task_operator_parity_view_redis_write_retries", job_id
-            ),
-            timeout=60,
-            what="the sink's retries to show in the job's metrics",
-        )
-        assert retries >= 1
+        assert _sink_retries(job_id) >= 1
         assert restarts == 0, isolated.log_tail()
     job.send_signal(signal.SIGTERM)  # reads to the topic's end, then stops with a savepoint
     isolated.wait(job, timeout=180)
     _check_stores(isolated, events)
+
+
+def _sink_retries(job_id: str) -> float:
+    """The Redis sink's retried writes, once the job's metrics show any."""
+    # Metrics reach the reporter when it is next scraped, so after the fault and not at once.
+    return wait_for(
+        lambda: local_job_metric(
+            "flink_taskmanager_job_task_operator_parity_view_redis_write_retries", job_id
+        ),
+        timeout=60,
+        what="the sink's retries to show in the job's metrics",
+    )
 
 
 def _job_id(iso: Isolated) -> str | None:

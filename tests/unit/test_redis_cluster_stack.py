@@ -48,6 +48,22 @@ def test_ports_leave_room_for_the_cluster_bus():
         StackConfig(redis_cluster_ports=(17001, 17002, 60000))
 
 
+def test_replicas_need_three_ports_more_each():
+    cfg = StackConfig(redis_cluster_ports=tuple(range(17001, 17007)), redis_cluster_replicas=1)
+    assert len(redis_cluster.addresses(cfg)) == 6
+    with pytest.raises(
+        ValidationError, match=r"must be 6 different ports \(3 masters, 1 replica\(s\) each\)"
+    ):
+        StackConfig(redis_cluster_replicas=1)
+    with pytest.raises(ValidationError, match="PARITY_STACK_REDIS_CLUSTER_REPLICAS"):
+        StackConfig(redis_cluster_ports=(17001, 17002, 17003, 17004))
+
+
+def test_the_node_timeout_is_the_setting(tmp_path):
+    cfg = StackConfig(home=tmp_path, redis_cluster_node_timeout_ms=1500)
+    assert "cluster-node-timeout 1500" in redis_cluster.config_text(cfg, 17001, tmp_path).splitlines()
+
+
 def test_each_node_has_its_own_folder_pid_and_log(cfg, tmp_path):
     p = redis_cluster.node_paths(cfg, 17002)
     assert p["base"] == tmp_path / "redis-cluster" / "17002"
@@ -93,6 +109,15 @@ def test_serving_needs_state_ok_every_slot_and_every_node():
     assert not redis_cluster.serving({**SERVING, "cluster_slots_assigned": "16000"}, 3)
     assert not redis_cluster.serving(SERVING, 4)
     assert not redis_cluster.serving({}, 3)
+
+
+def test_replicas_count_once_linked_to_their_masters():
+    master, linked = {"role": "master"}, {"role": "slave", "master_link_status": "up"}
+    syncing = {"role": "slave", "master_link_status": "down"}
+    assert redis_cluster.replicas_in_sync([master, master, master], 0)
+    assert redis_cluster.replicas_in_sync([master, linked, master, linked, master, linked], 3)
+    assert not redis_cluster.replicas_in_sync([master, linked, master, syncing, master, linked], 3)
+    assert not redis_cluster.replicas_in_sync([master, master, master, master, master, linked], 3)
 
 
 def test_empty_nodes_are_created():

@@ -159,6 +159,12 @@ def test_cluster_mode_takes_seed_nodes_and_refuses_what_a_cluster_cannot_do():
         RedisConfig(cluster_nodes="r1:7001")
 
 
+def test_messages_name_the_store_by_its_address():
+    assert RedisConfig(host="r1", port=7000).address == "r1:7000"
+    cluster = RedisConfig(mode="cluster", cluster_nodes="r1:7001,r2:7002")
+    assert cluster.address == "r1:7001,r2:7002 (cluster seeds)"
+
+
 def test_a_cluster_without_an_answering_seed_is_an_unreachable_redis():
     # Unlike redis.Redis, a cluster client asks a seed for the slot map when it is built.
     cfg = RedisConfig(mode="cluster", cluster_nodes="127.0.0.1:1", socket_timeout_s=0.2)
