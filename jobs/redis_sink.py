@@ -51,6 +51,7 @@ def sink_ddl(view: FeatureView, redis: RedisConfig, flink: FlinkJobConfig) -> li
         "redis.db": str(redis.db),
         "redis.socket-timeout": f"{int(redis.socket_timeout_s * 1000)} ms",
         "redis.write-retry": f"{int(redis.write_retry_s * 1000)} ms",
+        "redis.wait-replicas": str(redis.wait_replicas),
         "key.epoch": keys.epoch_key(prefix, view),
         "key.tiles": keys.entity_key(prefix, view, ""),
         "key.windows": keys.window_key(prefix, view, ""),

@@ -233,6 +233,10 @@ class RedisConfig(BaseSettings):
     # How long the job's writes retry an unreachable or slow Redis (backoff 0.1 s
     # doubling to 2 s) before failing the job; 0 fails on the first error.
     write_retry_s: float = Field(default=30.0, ge=0)
+    # Replicas that must acknowledge each of the job's writes (WAIT) before its sink counts
+    # it done: a failover then cannot lose a write the sink moved past. 0 (no WAIT) for a
+    # Redis without replicas; a write too few acknowledged is retried like a failed one.
+    wait_replicas: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _cluster_seeds(self) -> RedisConfig:

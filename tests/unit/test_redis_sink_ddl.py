@@ -44,9 +44,13 @@ def test_key_names_come_from_the_layout_module():
 
 def test_batching_and_retry_settings_reach_the_sink():
     flink = FlinkJobConfig(redis_batch_size=17, redis_batch_interval_ms=40)
-    made = options(tables(RedisConfig(write_retry_s=2.5, socket_timeout_s=0.25), flink)[TILES])
+    made = options(
+        tables(RedisConfig(write_retry_s=2.5, socket_timeout_s=0.25, wait_replicas=1), flink)[TILES]
+    )
     assert (made["batch.size"], made["batch.interval"]) == ("17", "40 ms")
     assert (made["redis.write-retry"], made["redis.socket-timeout"]) == ("2500 ms", "250 ms")
+    assert made["redis.wait-replicas"] == "1"
+    assert options(tables()[TILES])["redis.wait-replicas"] == "0"
 
 
 def test_a_password_file_is_passed_by_path_and_no_password_otherwise(tmp_path):

@@ -57,6 +57,12 @@ import java.util.stream.Collectors;
  * its old owner, which answers {@code ASK} or {@code TRYAGAIN} for the keys already moved: a
  * migration of a view's slot that outlasts the retry budget fails the job, which restarts from its
  * checkpoint.
+ *
+ * <p>Redis replicates asynchronously: a master that dies can take writes it acknowledged with it,
+ * and its promoted replica never had them. With {@code redis.wait-replicas} N > 0 every write is
+ * followed by {@code WAIT N} on the same connection, and a write fewer than N replicas acknowledged
+ * within {@link RedisSinkSettings#waitTimeoutMs} is retried like one Redis did not answer: once
+ * the sink counts a write done, it is on N replicas as well as on the master.
  */
 final class RedisClient implements AutoCloseable {
 
@@ -105,7 +111,13 @@ final class RedisClient implements AutoCloseable {
             RuntimeException error;
             String why;
             try {
-                return write.run(connection(), shas);
+                Jedis jedis = connection();
+                T result = write.run(jedis, shas);
+                replicated(jedis);
+                return result;
+            } catch (NotReplicated e) {
+                error = e;
+                why = e.getMessage();
             } catch (JedisNoScriptException e) {
                 // Redis restarted or SCRIPT FLUSH ran: load the scripts again, once per write.
                 drop();
@@ -147,6 +159,24 @@ final class RedisClient implements AutoCloseable {
             retries.inc();
             sleep(delay);
             delay = Math.min(delay * 2, MAX_DELAY_MS);
+        }
+    }
+
+    /** A write the master took but too few replicas acknowledged in time: retried whole. */
+    static final class NotReplicated extends RuntimeException {
+        NotReplicated(String message) {
+            super(message);
+        }
+    }
+
+    private void replicated(Jedis jedis) {
+        if (settings.waitReplicas == 0) {
+            return;
+        }
+        long acknowledged = jedis.waitReplicas(settings.waitReplicas, settings.waitTimeoutMs);
+        if (acknowledged < settings.waitReplicas) {
+            throw new NotReplicated(acknowledged + " of " + settings.waitReplicas + " replica(s) of " + where()
+                + " acknowledged the write within " + settings.waitTimeoutMs + " ms (PARITY_REDIS_WAIT_REPLICAS)");
         }
     }
 

@@ -31,6 +31,7 @@ public final class RedisSinkFactory implements DynamicTableSinkFactory {
             RedisSinkOptions.DB, RedisSinkOptions.USERNAME, RedisSinkOptions.PASSWORD, RedisSinkOptions.PASSWORD_FILE,
             RedisSinkOptions.TLS, RedisSinkOptions.TLS_CA_FILE, RedisSinkOptions.TLS_CERT_FILE,
             RedisSinkOptions.TLS_KEY_FILE, RedisSinkOptions.SOCKET_TIMEOUT, RedisSinkOptions.RETRY_BUDGET,
+            RedisSinkOptions.WAIT_REPLICAS,
             RedisSinkOptions.KEY_TILES, RedisSinkOptions.KEY_WINDOWS, RedisSinkOptions.KEY_DUE,
             RedisSinkOptions.KEY_COMPLETENESS, RedisSinkOptions.KEY_LATE_EVENTS, RedisSinkOptions.KEY_LATE_COUNTED,
             RedisSinkOptions.KEY_HEAD, RedisSinkOptions.LAYOUT, RedisSinkOptions.TILE_MS, RedisSinkOptions.HORIZON_MS,

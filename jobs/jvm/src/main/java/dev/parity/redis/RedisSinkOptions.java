@@ -50,6 +50,10 @@ public final class RedisSinkOptions {
     public static final ConfigOption<Duration> RETRY_BUDGET = ConfigOptions.key("redis.write-retry")
         .durationType().defaultValue(Duration.ofSeconds(30))
         .withDescription("How long a failed write is retried before the job fails (0: never retried).");
+    public static final ConfigOption<Integer> WAIT_REPLICAS = ConfigOptions.key("redis.wait-replicas").intType()
+        .defaultValue(0)
+        .withDescription("Replicas that must acknowledge each write (WAIT) before the sink counts it done; "
+            + "one not acknowledged within half the socket timeout is retried (PARITY_REDIS_WAIT_REPLICAS).");
 
     public static final ConfigOption<String> KEY_TILES = ConfigOptions.key("key.tiles").stringType().noDefaultValue()
         .withDescription("The head of an entity's tile hash key; the entity follows.");

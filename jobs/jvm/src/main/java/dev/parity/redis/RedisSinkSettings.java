@@ -40,6 +40,9 @@ public final class RedisSinkSettings implements Serializable {
     final String tlsKeyFile;
     final int socketTimeoutMs;
     final long retryBudgetMs;
+    final int waitReplicas;
+    /** How long a WAIT blocks: well inside the socket timeout, which would end it first. */
+    final long waitTimeoutMs;
     final String tilesHead;
     final String windowsHead;
     final String dueKey;
@@ -95,6 +98,12 @@ public final class RedisSinkSettings implements Serializable {
         }
         socketTimeoutMs = (int) options.get(RedisSinkOptions.SOCKET_TIMEOUT).toMillis();
         retryBudgetMs = options.get(RedisSinkOptions.RETRY_BUDGET).toMillis();
+        waitReplicas = options.get(RedisSinkOptions.WAIT_REPLICAS);
+        if (waitReplicas < 0) {
+            throw new ValidationException("'parity-redis' option 'redis.wait-replicas' is " + waitReplicas
+                + "; use 0 (no WAIT) or the replicas each write must reach (PARITY_REDIS_WAIT_REPLICAS)");
+        }
+        waitTimeoutMs = Math.max(1, socketTimeoutMs / 2);
         tilesHead = options.getOptional(RedisSinkOptions.KEY_TILES).orElse(null);
         windowsHead = options.getOptional(RedisSinkOptions.KEY_WINDOWS).orElse(null);
         dueKey = options.getOptional(RedisSinkOptions.KEY_DUE).orElse(null);

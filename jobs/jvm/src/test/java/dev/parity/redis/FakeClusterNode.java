@@ -19,7 +19,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 /**
  * Just enough of a Redis Cluster node, over RESP2 on a loopback port, to drive the client's routing:
  * it answers CLUSTER SLOTS with one range naming {@link #master} (itself unless set), SCRIPT LOAD
- * with a digest, and GET with the errors queued in {@link #getErrors}, then with "ok".
+ * with a digest, GET with the errors queued in {@link #getErrors}, then with "ok", and WAIT with the
+ * counts queued in {@link #waitReplies}, then with 0.
  */
 final class FakeClusterNode implements AutoCloseable {
 
@@ -31,6 +32,9 @@ final class FakeClusterNode implements AutoCloseable {
     final Queue<String> getErrors = new ConcurrentLinkedQueue<>();
     final AtomicInteger slotsAsked = new AtomicInteger();
     final AtomicInteger gets = new AtomicInteger();
+    /** Replies to WAIT (replicas acknowledged), one per WAIT, before it answers 0. */
+    final Queue<Integer> waitReplies = new ConcurrentLinkedQueue<>();
+    final AtomicInteger waits = new AtomicInteger();
     final AtomicInteger open = new AtomicInteger();
     volatile boolean clusterEnabled = true;
     volatile String masterHost = "127.0.0.1";
@@ -112,6 +116,11 @@ final class FakeClusterNode implements AutoCloseable {
             gets.incrementAndGet();
             String error = getErrors.poll();
             return error != null ? "-" + error + "\r\n" : "$2\r\nok\r\n";
+        }
+        if (name.equals("WAIT")) {
+            waits.incrementAndGet();
+            Integer acknowledged = waitReplies.poll();
+            return ":" + (acknowledged != null ? acknowledged : 0) + "\r\n";
         }
         return "+OK\r\n";
     }

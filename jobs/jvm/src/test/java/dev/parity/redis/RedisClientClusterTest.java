@@ -20,7 +20,8 @@ class RedisClientClusterTest {
     private final SimpleCounter retries = new SimpleCounter();
     private final SimpleCounter errors = new SimpleCounter();
 
-    private static Configuration late(String budget) {
+    /** Options of the late-event writer of user_stats v2, retrying for {@code budget}. */
+    static Configuration late(String budget) {
         Configuration options = new Configuration();
         options.setString("kind", "late");
         options.setString("view", "user_stats_v2");
