@@ -13,7 +13,9 @@ With the stack up (``make up``):
    - ``job-no-archive``, ``job-no-iceberg-tiles``, ``job-no-iceberg-progress``,
      ``job-redis-only``: the feature job without that writer (``jobs.stream --skip``),
      which prices each offline writer; ``job-no-live``: without live tiles, which
-     prices freshness;
+     prices freshness; ``job-wait-replica``: with ``PARITY_REDIS_WAIT_REPLICAS=1``,
+     which needs ``--replica`` (a replica of the stack's Redis for the whole run,
+     every side writing through it alike);
 3. samples the resident memory of every stack process and of the side's process tree;
 4. counts the commands Redis processed during each run (``INFO stats``
    ``total_commands_processed``, which also counts the commands a Lua script
@@ -33,6 +35,7 @@ medians of events/s (so above 1 means faster than the side it is compared with).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -44,6 +47,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from local_redis import redis_server
 from redis import Redis
 
 from parity import jobctl
@@ -224,10 +228,12 @@ SIDES: dict[str, tuple[str, ...]] = {
     "job-no-iceberg-progress": ("iceberg-progress",),
     "job-redis-only": ("archive", "iceberg-tiles", "iceberg-progress"),
     "job-no-live": ("live",),
+    "job-wait-replica": (),
 }
 # Settings a side runs with besides the run's own.
 SIDE_ENV: dict[str, dict[str, str]] = {
     "job-python-sink": {"PARITY_FLINK_REDIS_SINK": "python"},
+    "job-wait-replica": {"PARITY_REDIS_WAIT_REPLICAS": "1"},
 }
 
 
@@ -252,11 +258,18 @@ def main() -> int:
         default="job,limit,job-python-sink",
         help=f"comma-separated, run in this order each round; from {', '.join(SIDES)}",
     )
+    p.add_argument(
+        "--replica",
+        action="store_true",
+        help="give the stack's Redis a replica for the whole run (job-wait-replica needs one)",
+    )
     args = p.parse_args()
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     unknown = [s for s in sides if s not in SIDES]
     if unknown or not sides:
         p.error(f"unknown side(s) {unknown}; choose from {', '.join(SIDES)}")
+    if "job-wait-replica" in sides and not args.replica:
+        p.error("job-wait-replica waits for a replica the stack's Redis lacks: add --replica")
 
     cfg = StackConfig()
     components = {s.name: pid for s in SERVICES if s.name != "flink" and (pid := s.info(cfg).pid)}
@@ -277,6 +290,11 @@ def main() -> int:
     del events
 
     client = connect(RedisConfig())
+    replica = contextlib.ExitStack()
+    if args.replica:
+        redis_cfg = RedisConfig()
+        print("starting a replica of the stack's Redis ...", file=sys.stderr)
+        replica.enter_context(redis_server(replica_of=(redis_cfg.host, redis_cfg.port), timeout_s=60))
     seconds: dict[str, list[float]] = {side: [] for side in sides}
     memory: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     commands: dict[str, list[int]] = {side: [] for side in sides}
@@ -307,6 +325,7 @@ def main() -> int:
             steady_rates[side].append(steady)
 
     client.close()
+    replica.close()
     rate = {side: args.events / statistics.median(runs) for side, runs in seconds.items()}
     result: dict[str, object] = {
         "events": args.events,

@@ -19,7 +19,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server(port: int | None = None, timeout_s: float = 10.0) -> Iterator[int]:
+def redis_server(
+    port: int | None = None, timeout_s: float = 10.0, replica_of: tuple[str, int] | None = None
+) -> Iterator[int]:
     """Yield the port of a Redis to use.
 
     With ``port``, that Redis is someone else's: it is yielded as it is. Without it:
@@ -27,6 +29,9 @@ def redis_server(port: int | None = None, timeout_s: float = 10.0) -> Iterator[i
        nothing saved to disk;
     2. the port is yielded once it accepts connections (RuntimeError if not in ``timeout_s``);
     3. on exit the server is stopped and the directory removed.
+
+    With ``replica_of`` (host, port) it is that Redis's replica, yielded once its first
+    sync is done.
     """
     if port is not None:
         yield port
@@ -35,12 +40,15 @@ def redis_server(port: int | None = None, timeout_s: float = 10.0) -> Iterator[i
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + (["--replicaof", replica_of[0], str(replica_of[1])] if replica_of else []),
             cwd=workdir,
             stdout=subprocess.DEVNULL,
         )
         try:
             _wait_until_listening(proc, port, timeout_s)
+            if replica_of:
+                _wait_until_synced(port, timeout_s)
             yield port
         finally:
             proc.terminate()
@@ -56,3 +64,18 @@ def _wait_until_listening(proc: subprocess.Popen[bytes], port: int, timeout_s: f
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"redis-server did not accept connections on port {port} (exit code {proc.poll()})")
+
+
+def _wait_until_synced(port: int, timeout_s: float) -> None:
+    from redis import Redis
+
+    client = Redis(host="127.0.0.1", port=port)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if client.info("replication").get("master_link_status") == "up":
+                return
+            time.sleep(0.1)
+    finally:
+        client.close()
+    raise RuntimeError(f"the replica on port {port} did not finish its first sync in {timeout_s:.0f} s")
