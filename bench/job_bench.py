@@ -290,42 +290,44 @@ def main() -> int:
     del events
 
     client = connect(RedisConfig())
-    replica = contextlib.ExitStack()
-    if args.replica:
-        redis_cfg = RedisConfig()
-        print("starting a replica of the stack's Redis ...", file=sys.stderr)
-        replica.enter_context(redis_server(replica_of=(redis_cfg.host, redis_cfg.port), timeout_s=60))
-    seconds: dict[str, list[float]] = {side: [] for side in sides}
-    memory: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
-    commands: dict[str, list[int]] = {side: [] for side in sides}
-    steady_rates: dict[str, list[float | None]] = {side: [] for side in sides}
-    for round_no in range(1, args.runs + 1):
-        for side in sides:
-            run_id = f"{bench_id}r{round_no}{side.replace('-', '')}"
-            workdir = ROOT / ".parity" / "bench" / run_id
-            env = {
-                "PARITY_REDIS_KEY_PREFIX": f"bench{run_id}",
-                "PARITY_ICEBERG_NAMESPACE": f"bench{run_id}",
-                "PARITY_FLINK_CHECKPOINT_DIR": str(workdir / "checkpoints"),
-            }
-            env |= SIDE_ENV.get(side, {})
-            cmd = side_command(side, topic, f"bench-{run_id}")
-            print(f"round {round_no}/{args.runs}: {side} ...", file=sys.stderr)
-            elapsed, peak, sent, samples = timed_run(cmd, workdir / f"{side}.log", components, env, client)
-            steady = steady_rate(samples, args.events)
-            print(
-                f"  {args.events / elapsed:,.0f} events/s in {elapsed:.1f} s"
-                f" (steady: {'unmeasured' if steady is None else f'{steady:,.0f}'}); "
-                f"{sent:,} Redis commands ({sent / elapsed:,.0f}/s)",
-                file=sys.stderr,
-            )
-            seconds[side].append(elapsed)
-            memory[side].append(peak)
-            commands[side].append(sent)
-            steady_rates[side].append(steady)
+    # A with block: a run that fails exits through sys.exit, and the replica must stop too.
+    with contextlib.ExitStack() as replica:
+        if args.replica:
+            redis_cfg = RedisConfig()
+            print("starting a replica of the stack's Redis ...", file=sys.stderr)
+            replica.enter_context(redis_server(replica_of=(redis_cfg.host, redis_cfg.port), timeout_s=60))
+        seconds: dict[str, list[float]] = {side: [] for side in sides}
+        memory: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+        commands: dict[str, list[int]] = {side: [] for side in sides}
+        steady_rates: dict[str, list[float | None]] = {side: [] for side in sides}
+        for round_no in range(1, args.runs + 1):
+            for side in sides:
+                run_id = f"{bench_id}r{round_no}{side.replace('-', '')}"
+                workdir = ROOT / ".parity" / "bench" / run_id
+                env = {
+                    "PARITY_REDIS_KEY_PREFIX": f"bench{run_id}",
+                    "PARITY_ICEBERG_NAMESPACE": f"bench{run_id}",
+                    "PARITY_FLINK_CHECKPOINT_DIR": str(workdir / "checkpoints"),
+                }
+                env |= SIDE_ENV.get(side, {})
+                cmd = side_command(side, topic, f"bench-{run_id}")
+                print(f"round {round_no}/{args.runs}: {side} ...", file=sys.stderr)
+                elapsed, peak, sent, samples = timed_run(
+                    cmd, workdir / f"{side}.log", components, env, client
+                )
+                steady = steady_rate(samples, args.events)
+                print(
+                    f"  {args.events / elapsed:,.0f} events/s in {elapsed:.1f} s"
+                    f" (steady: {'unmeasured' if steady is None else f'{steady:,.0f}'}); "
+                    f"{sent:,} Redis commands ({sent / elapsed:,.0f}/s)",
+                    file=sys.stderr,
+                )
+                seconds[side].append(elapsed)
+                memory[side].append(peak)
+                commands[side].append(sent)
+                steady_rates[side].append(steady)
 
     client.close()
-    replica.close()
     rate = {side: args.events / statistics.median(runs) for side, runs in seconds.items()}
     result: dict[str, object] = {
         "events": args.events,

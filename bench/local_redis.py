@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from redis import Redis
+
 
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on right now."""
@@ -67,8 +69,6 @@ def _wait_until_listening(proc: subprocess.Popen[bytes], port: int, timeout_s: f
 
 
 def _wait_until_synced(port: int, timeout_s: float) -> None:
-    from redis import Redis
-
     client = Redis(host="127.0.0.1", port=port)
     try:
         deadline = time.monotonic() + timeout_s

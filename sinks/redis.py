@@ -59,7 +59,7 @@ def client_kwargs(cfg: RedisConfig) -> dict[str, Any]:
     redis-py's own retries are off: the callers retry (the job's backoff, the
     reads' breaker), and redis-py 6+ retries by default, a wrong password too
     (an ``AuthenticationError`` is a ``ConnectionError``), turning it into
-    seconds of waiting.
+    seconds of waiting. A cluster client alone gets one retry (``build_client``).
     """
     kwargs: dict[str, Any] = {
         "host": cfg.host,

@@ -34,7 +34,6 @@ import redis
 from redis.crc import key_slot
 
 from features.user_stats import view as user_stats
-from parity.errors import StackError
 from serving.online import OnlineStore
 from sinks.redis_layout import completeness_key
 from stack import redis_cluster
@@ -77,22 +76,26 @@ def _owner(cfg: StackConfig, slot: int) -> tuple[int, list[int]] | None:
     None while no master that node holds healthy serves it (during a failover).
     """
     for port in cfg.redis_cluster_ports:
+        client = redis.Redis(host=cfg.host, port=port, socket_timeout=1)
         try:
-            text = redis_cluster.command(cfg.host, port, "CLUSTER", "NODES")
-        except (OSError, StackError):
+            nodes = client.execute_command("CLUSTER NODES")  # parsed by redis-py, by address
+        except redis.RedisError:
             continue
-        nodes = [line.split() for line in text.splitlines() if line.strip()]
-        for fields in nodes:
-            flags = fields[2].split(",")
+        finally:
+            client.close()
+        for address, node in nodes.items():
+            flags = node["flags"].split(",")
             if "master" not in flags or "fail" in flags:
                 continue
-            for span in fields[8:]:
-                first, _, last = span.partition("-")
-                if first.isdigit() and int(first) <= slot <= int(last or first):
-                    replicas = [int(f[1].split("@")[0].rsplit(":", 1)[1]) for f in nodes if f[3] == fields[0]]
-                    return int(fields[1].split("@")[0].rsplit(":", 1)[1]), replicas
+            if any(int(first) <= slot <= int(last) for first, last, *_ in node["slots"]):
+                replicas = [_port(a) for a, n in nodes.items() if n["master_id"] == node["node_id"]]
+                return _port(address), replicas
         return None
     raise AssertionError("no node of the cluster answers")
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
 
 
 def _stream_on(cluster: StackConfig, isolated, monkeypatch, seed: int, *, wait_replicas: int):
